@@ -1,0 +1,75 @@
+"""Errors raised by the Metronome provider.
+
+Every error that comes from talking to Metronome is a :class:`MetronomeAPIError`, so one ``except``
+catches them all; the subclasses say whether retrying later can help.
+"""
+
+from __future__ import annotations
+
+from airflow_provider_metronome._compat import AirflowException
+
+
+class MetronomeAPIError(AirflowException):
+    """Metronome answered with an error, or could not be reached.
+
+    :param message: Metronome's own ``message`` (or what went wrong, when there was no answer).
+    :param status_code: HTTP status code, or None when no answer arrived.
+    :param method: HTTP method of the failed request.
+    :param path: URL path of the failed request (never the query string or headers).
+    """
+
+    def __init__(self, message: str, *, status_code: int | None = None, method: str = "", path: str = ""):
+        self.message = message
+        # Shadows AirflowException.status_code (a REST API default) with the answer's real status.
+        self.status_code = status_code  # type: ignore[assignment]
+        self.method = method
+        self.path = path
+        super().__init__(self._describe())
+
+    @property
+    def retryable(self) -> bool:
+        """True when the same request may succeed later (rate limit, server error, network)."""
+        return False
+
+    def _describe(self) -> str:
+        status = f"HTTP {self.status_code}" if self.status_code is not None else "no answer"
+        where = f" on {self.method} {self.path}" if self.path else ""
+        return f"Metronome API error ({status}){where}: {self.message}"
+
+
+class MetronomeClientError(MetronomeAPIError):
+    """A 4xx answer that retrying will not fix: bad parameter, bad token, unknown customer."""
+
+
+class MetronomeAuthenticationError(MetronomeClientError):
+    """401/403: the API token is missing, invalid or lacks access. Check the connection's password."""
+
+
+class MetronomeNotFoundError(MetronomeClientError):
+    """404: the customer (or path) does not exist for this token."""
+
+
+class MetronomeTransientError(MetronomeAPIError):
+    """A retryable failure (408, 409, 429, 5xx, timeout, dropped connection) that outlasted the retries."""
+
+    @property
+    def retryable(self) -> bool:
+        return True
+
+
+class MetronomeResponseError(MetronomeAPIError):
+    """Metronome answered 2xx with a body that is not the documented JSON (malformed or a looping cursor)."""
+
+
+def error_for_status(status_code: int, message: str, *, method: str, path: str) -> MetronomeAPIError:
+    """Build the exception that matches an HTTP error status."""
+    error_class: type[MetronomeAPIError]
+    if status_code in (401, 403):
+        error_class = MetronomeAuthenticationError
+    elif status_code == 404:
+        error_class = MetronomeNotFoundError
+    elif status_code in (408, 409, 429) or status_code >= 500:
+        error_class = MetronomeTransientError
+    else:
+        error_class = MetronomeClientError
+    return error_class(message, status_code=status_code, method=method, path=path)

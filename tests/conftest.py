@@ -1,0 +1,55 @@
+"""Shared fixtures: a private AIRFLOW_HOME, a running Metronome simulator and a connection to it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Airflow reads its configuration on import: point it at a throw-away home before anything imports it.
+_AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="metronome-provider-tests-"))
+os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(_AIRFLOW_HOME / "dags")
+os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}"
+
+from airflow_provider_metronome.testing import DEFAULT_TOKEN, MetronomeSimulator  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def airflow_home() -> Path:
+    return _AIRFLOW_HOME
+
+
+@pytest.fixture(scope="session")
+def airflow_db(airflow_home: Path) -> Path:
+    """A migrated SQLite metadata database, for tests that run DAGs."""
+    subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True, env=os.environ
+    )
+    return airflow_home / "airflow.db"
+
+
+@pytest.fixture
+def simulator() -> Iterator[MetronomeSimulator]:
+    """A fresh simulator on an ephemeral port, stopped after the test."""
+    with MetronomeSimulator() as sim:
+        yield sim
+
+
+def connection_json(url: str, token: str = DEFAULT_TOKEN, **extra: object) -> str:
+    """An Airflow connection in JSON form, as users put it in AIRFLOW_CONN_<ID>."""
+    return json.dumps({"conn_type": "metronome", "host": url, "password": token, "extra": extra})
+
+
+@pytest.fixture
+def metronome_conn(simulator: MetronomeSimulator, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Point the ``metronome_default`` connection at the simulator; returns the conn id."""
+    monkeypatch.setenv("AIRFLOW_CONN_METRONOME_DEFAULT", connection_json(simulator.url))
+    return "metronome_default"
