@@ -1,0 +1,15 @@
+"""Test support: :class:`MetronomeSimulator`, a local fake of Metronome's HTTP API.
+
+Run it standalone with ``python -m airflow_provider_metronome.testing --help``.
+"""
+
+from __future__ import annotations
+
+from airflow_provider_metronome.testing.simulator import (
+    DEFAULT_TOKEN,
+    Fault,
+    MetronomeSimulator,
+    RequestRecord,
+)
+
+__all__ = ["DEFAULT_TOKEN", "Fault", "MetronomeSimulator", "RequestRecord"]
