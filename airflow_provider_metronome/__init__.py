@@ -65,12 +65,12 @@ def get_provider_info() -> dict[str, Any]:
                     "timeout": {
                         "label": "Read timeout (s)",
                         "description": "Seconds to wait for an answer. Default 60.",
-                        "schema": {"type": ["number", "null"], "minimum": 0},
+                        "schema": {"type": ["number", "null"], "exclusiveMinimum": 0},
                     },
                     "connect_timeout": {
                         "label": "Connect timeout (s)",
                         "description": "Seconds to wait for a TCP/TLS connection. Default 5.",
-                        "schema": {"type": ["number", "null"], "minimum": 0},
+                        "schema": {"type": ["number", "null"], "exclusiveMinimum": 0},
                     },
                     "max_retries": {
                         "label": "Max retries",

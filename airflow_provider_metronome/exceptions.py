@@ -44,6 +44,9 @@ class MetronomeClientError(MetronomeAPIError):
 class MetronomeAuthenticationError(MetronomeClientError):
     """401/403: the API token is missing, invalid or lacks access. Check the connection's password."""
 
+    def _describe(self) -> str:
+        return f"{super()._describe()} (check the API token in the Airflow connection's password field)"
+
 
 class MetronomeNotFoundError(MetronomeClientError):
     """404: the customer (or path) does not exist for this token."""
@@ -61,10 +64,18 @@ class MetronomeResponseError(MetronomeAPIError):
     """Metronome answered 2xx with a body that is not the documented JSON (malformed or a looping cursor)."""
 
 
-def error_for_status(status_code: int, message: str, *, method: str, path: str) -> MetronomeAPIError:
-    """Build the exception that matches an HTTP error status."""
+def error_for_status(
+    status_code: int, message: str, *, method: str, path: str, retried: bool = False
+) -> MetronomeAPIError:
+    """Build the exception that matches an HTTP error status.
+
+    :param retried: the answer was retried until the retries ran out (the server's ``x-should-retry``
+        can ask for that on any status), so it is transient whatever its status.
+    """
     error_class: type[MetronomeAPIError]
-    if status_code in (401, 403):
+    if retried:
+        error_class = MetronomeTransientError
+    elif status_code in (401, 403):
         error_class = MetronomeAuthenticationError
     elif status_code == 404:
         error_class = MetronomeNotFoundError

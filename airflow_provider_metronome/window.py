@@ -15,6 +15,7 @@ midnight UTC to midnight UTC.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,10 @@ import pendulum
 
 UTC = pendulum.UTC
 TimestampLike = str | dt.datetime | dt.date
+# A calendar date, optionally with a time of day and a UTC offset (``T`` or a space between them).
+_TIMESTAMP_SHAPE = re.compile(
+    r"\d{4}-\d{2}-\d{2}(?:[Tt ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:[Zz]|[+-]\d{2}:?\d{2})?)?"
+)
 
 
 class WindowError(ValueError):
@@ -35,15 +40,7 @@ def to_utc(value: TimestampLike, *, name: str = "timestamp") -> pendulum.DateTim
     Naive datetimes (and strings without an offset) are read as UTC; a date means its midnight UTC.
     """
     if isinstance(value, str):
-        try:
-            parsed = pendulum.parse(value.strip(), tz=UTC, strict=False)
-        except (ValueError, TypeError, OverflowError) as err:
-            raise ValueError(
-                f"{name}={value!r} is not a valid RFC 3339 timestamp; use e.g. '2024-01-05T00:00:00Z'."
-            ) from err
-        if not isinstance(parsed, (dt.datetime, dt.date)):
-            raise ValueError(f"{name}={value!r} is a duration, not a timestamp; use e.g. '2024-01-05'.")
-        value = parsed
+        value = _parse_timestamp(value, name)
     if isinstance(value, dt.datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=dt.timezone.utc)
@@ -51,6 +48,24 @@ def to_utc(value: TimestampLike, *, name: str = "timestamp") -> pendulum.DateTim
     if isinstance(value, dt.date):
         return pendulum.datetime(value.year, value.month, value.day, tz=UTC)
     raise TypeError(f"{name} must be an RFC 3339 string, a datetime or a date, not {type(value).__name__}.")
+
+
+def _parse_timestamp(text: str, name: str) -> dt.datetime | dt.date:
+    # The shape is checked first because pendulum's lenient parser reads "1" or "12:00" as dates in
+    # the current month or day, which would silently fetch the wrong window.
+    stripped = text.strip()
+    if _TIMESTAMP_SHAPE.fullmatch(stripped):
+        try:
+            parsed = pendulum.parse(stripped.upper(), tz=UTC, strict=True)
+        except (ValueError, TypeError, OverflowError):
+            pass
+        else:
+            if isinstance(parsed, (dt.datetime, dt.date)):
+                return parsed
+    raise ValueError(
+        f"{name}={text!r} is not a valid RFC 3339 timestamp or date; use e.g. '2024-01-05T00:00:00Z' "
+        "or '2024-01-05'."
+    )
 
 
 def format_timestamp(value: dt.datetime) -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
+import math
 import threading
 import time
 import uuid
@@ -180,23 +182,30 @@ class MetronomeHook(BaseHook):
     @cached_property
     def settings(self) -> MetronomeSettings:
         """The connection, read once; the token is registered with Airflow's secrets masker."""
-        conn = self.get_connection(self.metronome_conn_id)
+        conn_id = self.metronome_conn_id
+        conn = self.get_connection(conn_id)
         token = (conn.password or "").strip()
         if not token:
             raise ValueError(
-                f"The Airflow connection {self.metronome_conn_id!r} has no API token: put the Metronome "
+                f"The Airflow connection {conn_id!r} has no API token: put the Metronome "
                 "API token in its password field."
             )
         mask_secret(token)
+        if not (token.isascii() and token.isprintable()) or any(char.isspace() for char in token):
+            # Checked here because requests would quote the whole header, token included, in its error.
+            raise ValueError(
+                f"The API token of the Airflow connection {conn_id!r} contains spaces or control "
+                "characters; paste the token again without them."
+            )
         extras = conn.extra_dejson
         return MetronomeSettings(
             base_url=normalize_base_url(conn.host, conn.port),
             token=token,
-            timeout=_extra_number(extras, "timeout", 60.0, float),
-            connect_timeout=_extra_number(extras, "connect_timeout", 5.0, float),
-            max_retries=_extra_number(extras, "max_retries", 2, int),
-            max_retry_wait=_extra_number(extras, "max_retry_wait", 60.0, float),
-            pool_size=max(1, _extra_number(extras, "pool_size", 32, int)),
+            timeout=_extra_number(conn_id, extras, "timeout", 60.0, positive=True),
+            connect_timeout=_extra_number(conn_id, extras, "connect_timeout", 5.0, positive=True),
+            max_retries=int(_extra_number(conn_id, extras, "max_retries", 2, integer=True)),
+            max_retry_wait=_extra_number(conn_id, extras, "max_retry_wait", 60.0),
+            pool_size=int(_extra_number(conn_id, extras, "pool_size", 32, integer=True, positive=True)),
         )
 
     @cached_property
@@ -266,19 +275,32 @@ class MetronomeHook(BaseHook):
                 raise RetryableStatus(response)
             return response
 
+        retried = False
         try:
             response = self.retry_policy.retrying(before_sleep=self._log_retry(path), sleep=_sleep)(send)
         except RetryableStatus as last:
-            response = last.response
+            response, retried = last.response, True
         except RETRYABLE_EXCEPTIONS as err:
             raise MetronomeTransientError(
                 f"no answer from {self.settings.base_url} after {attempt} attempt(s) ({type(err).__name__})",
                 method="GET",
                 path=path,
             ) from None
+        except requests.RequestException as err:
+            # Not retryable (an invalid URL, too many redirects): the request itself cannot work.
+            raise MetronomeAPIError(
+                self._scrub(f"the request could not be sent ({type(err).__name__}: {err})"),
+                method="GET",
+                path=path,
+            ) from None
         if response.status_code >= 400:
-            raise error_for_status(response.status_code, _error_message(response), method="GET", path=path)
+            message = self._scrub(_error_message(response))
+            raise error_for_status(response.status_code, message, method="GET", path=path, retried=retried)
         return response
+
+    def _scrub(self, text: str) -> str:
+        """Hide the token should a server or library echo it back, so no exception text carries it."""
+        return text.replace(self.settings.token, "***")
 
     def _log_retry(self, path: str) -> Any:
         def before_sleep(state: RetryCallState) -> None:
@@ -326,24 +348,27 @@ class MetronomeHook(BaseHook):
             response = self.get(path, query)
             page = _parse(page_type, response, path)
             pages += 1
-            items += len(page.data)
-            yield from page.data
             cursor = page.next_page
-            if not cursor:
-                break
+            # Checked before the page's items are handed out: a page with a broken cursor is suspect.
             if cursor in seen_cursors:
                 raise MetronomeResponseError(
                     f"the next_page cursor repeated after {pages} pages; stopping to avoid an endless loop",
+                    status_code=response.status_code,
                     method="GET",
                     path=path,
                 )
-            empty_run = empty_run + 1 if not page.data else 0
+            empty_run = empty_run + 1 if cursor and not page.data else 0
             if empty_run >= MAX_CONSECUTIVE_EMPTY_PAGES:
                 raise MetronomeResponseError(
                     f"{empty_run} empty pages in a row, each with a new cursor; stopping",
+                    status_code=response.status_code,
                     method="GET",
                     path=path,
                 )
+            items += len(page.data)
+            yield from page.data
+            if not cursor:
+                break
             seen_cursors.add(cursor)
             query["next_page"] = cursor
         self.log.log(
@@ -369,18 +394,24 @@ class MetronomeHook(BaseHook):
             lists are sent in batches).
         """
         ids = [validate_customer_id(cid) for cid in customer_ids] if customer_ids is not None else None
+        validate_page_size(page_size)
         states = ["false", "true"] if include_archived else ["false"]
         batches: list[list[str] | None] = (
             [ids[i : i + MAX_PAGE_SIZE] for i in range(0, len(ids), MAX_PAGE_SIZE)]
             if ids is not None
             else [None]
         )
-        for only_archived in states:
-            for batch in batches:
-                params: dict[str, QueryValue] = {"only_archived": only_archived}
-                if batch is not None:
-                    params["customer_ids"] = ",".join(batch)
-                yield from self.paginate("/v1/customers", params, Customer, page_size=page_size)
+        queries: list[dict[str, QueryValue]] = [
+            {"only_archived": only_archived}
+            if batch is None
+            else {"only_archived": only_archived, "customer_ids": ",".join(batch)}
+            for only_archived in states
+            for batch in batches
+        ]
+        # Validated above, when called; the requests go out only as the caller iterates.
+        return itertools.chain.from_iterable(
+            self.paginate("/v1/customers", params, Customer, page_size=page_size) for params in queries
+        )
 
     def iter_costs(
         self,
@@ -473,18 +504,35 @@ def _connection_type_info() -> dict[str, Any]:
     return info
 
 
-def _extra_number(extras: Mapping[str, Any], name: str, default: Any, kind: type) -> Any:
-    """Read a numeric extra, also under Airflow 2's ``extra__metronome__`` prefix."""
+def _extra_number(
+    conn_id: str,
+    extras: Mapping[str, Any],
+    name: str,
+    default: float,
+    *,
+    integer: bool = False,
+    positive: bool = False,
+) -> float:
+    """Read a numeric extra (a number or a numeric string), also under Airflow 2's ``extra__metronome__`` prefix."""
     raw = extras.get(name, extras.get(f"extra__metronome__{name}"))
     if raw is None or raw == "":
         return default
     try:
-        value = kind(raw)
+        number = math.nan if isinstance(raw, bool) else float(raw)
     except (TypeError, ValueError):
-        raise ValueError(f"Connection extra {name}={raw!r} must be a number.") from None
-    if value < 0:
-        raise ValueError(f"Connection extra {name}={raw!r} must not be negative.")
-    return value
+        number = math.nan
+    if (
+        not math.isfinite(number)
+        or number < 0
+        or (positive and number == 0)
+        or (integer and not number.is_integer())
+    ):
+        kind = "a whole number" if integer else "a number"
+        bound = "greater than 0" if positive else "0 or more"
+        raise ValueError(
+            f"The Airflow connection {conn_id!r} has extra {name}={raw!r}; it must be {kind}, {bound}."
+        )
+    return number
 
 
 def _parse(page_type: type[Page[Any]], response: requests.Response, path: str) -> Page[Any]:
@@ -494,7 +542,10 @@ def _parse(page_type: type[Page[Any]], response: requests.Response, path: str) -
         problem = err.errors(include_url=False, include_input=False)[0]
         where = ".".join(str(part) for part in problem["loc"]) or "body"
         raise MetronomeResponseError(
-            f"the answer is not the documented JSON ({where}: {problem['msg']})", method="GET", path=path
+            f"the answer is not the documented JSON ({where}: {problem['msg']})",
+            status_code=response.status_code,
+            method="GET",
+            path=path,
         ) from None
 
 

@@ -18,6 +18,7 @@ import socket
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -276,8 +277,12 @@ def _bad_request(message: str) -> _ApiError:
     return _ApiError(400, message)
 
 
-def _encode_cursor(position: Position, digest: str) -> str:
-    payload = json.dumps({"p": list(position), "q": digest}, separators=(",", ":")).encode()
+def _encode_cursor(position: Position, digest: str, nonce: str | None = None) -> str:
+    """An opaque cursor; a nonce makes a cursor for the same position distinct (as on an empty page)."""
+    fields: dict[str, object] = {"p": list(position), "q": digest}
+    if nonce is not None:
+        fields["n"] = nonce
+    payload = json.dumps(fields, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(payload).decode().rstrip("=")
 
 
@@ -701,7 +706,7 @@ class MetronomeSimulator:
         next_page = None if next_position is None else _encode_cursor(next_position, page.digest)
         fault = self._faults.take(page.path, page=True)
         if fault is not None and fault.kind == "empty_page":
-            items, next_page = [], _encode_cursor(page.position, page.digest)
+            items, next_page = [], _encode_cursor(page.position, page.digest, nonce=uuid.uuid4().hex)
         elif fault is not None:
             next_page = page.raw_cursor or _encode_cursor((0, 0), page.digest)
         return _json_response(200, {"data": items, "next_page": next_page})
@@ -866,10 +871,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.command, self.path, self.headers.get("Authorization"), self.connection_id
         ) as incoming:
             response = simulator._respond(incoming)
-            if response.drop:
-                self.close_connection = True
-            else:
-                self._write(response)
+        # Out of flight before the answer leaves: a client that reacts at once must not be counted twice.
+        if response.drop:
+            self.close_connection = True
+        else:
+            self._write(response)
 
     do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_GET
 
