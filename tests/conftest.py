@@ -13,7 +13,12 @@ from pathlib import Path
 import pytest
 
 # Airflow reads its configuration on import: point it at a throw-away home before anything imports it.
-_AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="metronome-provider-tests-"))
+# Set once per test session: importing this module again (``from conftest import ...``) must not move it.
+_AIRFLOW_HOME = Path(
+    os.environ.setdefault(
+        "METRONOME_PROVIDER_TESTS_HOME", tempfile.mkdtemp(prefix="metronome-provider-tests-")
+    )
+)
 os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(_AIRFLOW_HOME / "dags")

@@ -1,0 +1,234 @@
+"""Turning Metronome objects into output records: the ``raw`` and ``line_items`` formats.
+
+``raw``: one record per object the API returned, as it returned it, with ``customer_id`` first.
+
+``line_items``: one flat record per line item.
+
+- costs (``/costs``): :data:`COSTS_LINE_ITEM_FIELDS`. A credit type without a line item breakdown (the
+  key missing or empty) gives one record whose ``line_item_name``, ``group_key`` and ``group_value``
+  are null and whose ``cost`` is the credit type's cost, so totals are never lost.
+- invoice breakdowns: :data:`BREAKDOWN_LINE_ITEM_FIELDS`, the costs fields (``cost`` is the line
+  item's ``total``; the credit type is the line item's, else the invoice's) followed by ``quantity``,
+  ``product_id``, ``line_item_type``, ``invoice_id`` and ``invoice_status``. An invoice without line
+  items gives one record with null line-item fields and the invoice's ``total`` as ``cost``.
+
+Every record is a plain ``dict`` of JSON values whose key order is fixed, so that the same answers
+always encode to the same bytes (see :func:`encode_record`). :func:`iter_output` and
+:func:`summarize_output` read a written object back, for downstream tasks and checks.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from collections.abc import Iterable, Iterator
+from decimal import Decimal
+from typing import Any, Literal
+
+from airflow_provider_metronome._compat import ObjectStoragePath
+from airflow_provider_metronome.models import (
+    CostWindow,
+    CreditTypeCost,
+    InvoiceBreakdown,
+    InvoiceLineItem,
+)
+from airflow_provider_metronome.window import to_utc
+
+RecordFormat = Literal["raw", "line_items"]
+RECORD_FORMATS: tuple[RecordFormat, ...] = ("raw", "line_items")
+Record = dict[str, Any]
+SourceObject = CostWindow | InvoiceBreakdown
+
+COSTS_LINE_ITEM_FIELDS: tuple[str, ...] = (
+    "customer_id",
+    "start_timestamp",
+    "end_timestamp",
+    "credit_type_id",
+    "credit_type_name",
+    "line_item_name",
+    "group_key",
+    "group_value",
+    "cost",
+)
+BREAKDOWN_LINE_ITEM_FIELDS: tuple[str, ...] = (
+    *COSTS_LINE_ITEM_FIELDS,
+    "quantity",
+    "product_id",
+    "line_item_type",
+    "invoice_id",
+    "invoice_status",
+)
+
+
+def validate_record_format(record_format: str) -> RecordFormat:
+    """Fail with the valid choices unless ``record_format`` is one of :data:`RECORD_FORMATS`."""
+    if record_format not in RECORD_FORMATS:
+        raise ValueError(
+            f"record_format={record_format!r} must be one of {', '.join(map(repr, RECORD_FORMATS))}."
+        )
+    return record_format  # type: ignore[return-value]
+
+
+def in_window_order(objects: Iterable[SourceObject]) -> list[SourceObject]:
+    """Objects sorted by window start; the sort is stable, so the API's order is kept within a window."""
+    return sorted(objects, key=lambda item: to_utc(item.window_start))
+
+
+def to_records(
+    record_format: RecordFormat, customer_id: str, objects: Iterable[SourceObject]
+) -> list[Record]:
+    """One customer's objects as records of ``record_format``, in the objects' order."""
+    if record_format == "raw":
+        return [raw_record(customer_id, item) for item in objects]
+    return [record for item in objects for record in line_item_records(customer_id, item)]
+
+
+def raw_record(customer_id: str, item: SourceObject) -> Record:
+    """The object as the API returned it, ``customer_id`` first (a breakdown's own value is kept)."""
+    return {"customer_id": customer_id, **item.model_dump(mode="json")}
+
+
+def line_item_records(customer_id: str, item: SourceObject) -> Iterator[Record]:
+    """The flat line-item records of one costs window or one breakdown invoice."""
+    if isinstance(item, CostWindow):
+        return _cost_window_lines(customer_id, item)
+    return _breakdown_lines(item)
+
+
+def _cost_window_lines(customer_id: str, window: CostWindow) -> Iterator[Record]:
+    for credit_type_id, credit_type in window.credit_types.items():
+        common = {
+            "customer_id": customer_id,
+            "start_timestamp": window.start_timestamp,
+            "end_timestamp": window.end_timestamp,
+            "credit_type_id": credit_type_id,
+            "credit_type_name": credit_type.name,
+        }
+        yield from ({**common, **line} for line in _credit_type_lines(credit_type))
+
+
+def _credit_type_lines(credit_type: CreditTypeCost) -> Iterator[Record]:
+    if not credit_type.line_item_breakdown:
+        yield {"line_item_name": None, "group_key": None, "group_value": None, "cost": credit_type.cost}
+        return
+    for line in credit_type.line_item_breakdown:
+        yield {
+            "line_item_name": line.name,
+            "group_key": line.group_key,
+            "group_value": line.group_value,
+            "cost": line.cost,
+        }
+
+
+def _breakdown_lines(invoice: InvoiceBreakdown) -> Iterator[Record]:
+    invoice_fields = {"invoice_id": invoice.id, "invoice_status": invoice.status}
+    if not invoice.line_items:
+        yield {
+            "customer_id": invoice.customer_id,
+            "start_timestamp": invoice.breakdown_start_timestamp,
+            "end_timestamp": invoice.breakdown_end_timestamp,
+            "credit_type_id": invoice.credit_type.id,
+            "credit_type_name": invoice.credit_type.name,
+            "line_item_name": None,
+            "group_key": None,
+            "group_value": None,
+            "cost": invoice.total,
+            "quantity": None,
+            "product_id": None,
+            "line_item_type": None,
+            **invoice_fields,
+        }
+        return
+    for line in invoice.line_items:
+        yield _breakdown_line(invoice, line) | invoice_fields
+
+
+def _breakdown_line(invoice: InvoiceBreakdown, line: InvoiceLineItem) -> Record:
+    credit_type = line.credit_type or invoice.credit_type
+    return {
+        "customer_id": invoice.customer_id,
+        "start_timestamp": invoice.breakdown_start_timestamp,
+        "end_timestamp": invoice.breakdown_end_timestamp,
+        "credit_type_id": credit_type.id,
+        "credit_type_name": credit_type.name,
+        "line_item_name": line.name,
+        "group_key": line.group_key,
+        "group_value": line.group_value,
+        "cost": line.total,
+        "quantity": line.quantity,
+        "product_id": line.product_id,
+        "line_item_type": line.type,
+    }
+
+
+def encode_record(record: Record) -> bytes:
+    """One JSON Lines line: compact JSON, keys in the record's order, UTF-8, ending with a newline."""
+    return (json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False) + "\n").encode()
+
+
+def iter_output(uri: str | os.PathLike[str], *, conn_id: str | None = None) -> Iterator[Record]:
+    """Read back the records of an object the operator wrote (JSON Lines, gzipped when ``.gz``).
+
+    :param uri: The manifest's ``uri`` (an ObjectStoragePath URL, read as is: no percent-decoding),
+        or a local path.
+    :param conn_id: The storage connection, when the URL does not name it.
+    """
+    if isinstance(uri, os.PathLike):
+        uri = f"file://{os.path.abspath(os.fspath(uri))}"
+    path = ObjectStoragePath(uri, conn_id=conn_id) if conn_id else ObjectStoragePath(uri)
+    with path.open("rb") as raw:
+        stream: Iterable[bytes] = gzip.GzipFile(fileobj=raw, mode="rb") if path.name.endswith(".gz") else raw
+        for line in stream:
+            if line.strip():
+                yield json.loads(line)
+
+
+def summarize_output(uri: str | os.PathLike[str], *, conn_id: str | None = None) -> dict[str, Any]:
+    """Count an output object's records and customers and total its costs per credit type name.
+
+    Works for both sources and both record formats: ``totals`` adds up each credit type's cost
+    (``/costs``) or invoice total (breakdowns), exactly, rounded to the cent at the end.
+    """
+    totals: dict[str, Decimal] = {}
+    customers: set[str] = set()
+    records = 0
+    for record in iter_output(uri, conn_id=conn_id):
+        records += 1
+        customers.add(record["customer_id"])
+        for name, amount in _record_amounts(record):
+            totals[name] = totals.get(name, Decimal(0)) + Decimal(str(amount or 0))
+    return {
+        "uri": os.fspath(uri),
+        "customers": len(customers),
+        "records": records,
+        "totals": {name: float(round(total, 2)) for name, total in sorted(totals.items())},
+    }
+
+
+def _record_amounts(record: Record) -> Iterator[tuple[str, Any]]:
+    """(credit type name, amount) pairs of one record of any format."""
+    if "credit_type_name" in record:  # line_items, either source
+        yield str(record["credit_type_name"]), record["cost"]
+    elif "credit_types" in record:  # raw costs window
+        for credit_type_id, credit_type in record["credit_types"].items():
+            yield str(credit_type.get("name") or credit_type_id), credit_type.get("cost")
+    else:  # raw breakdown invoice
+        yield str(record["credit_type"]["name"]), record["total"]
+
+
+__all__ = [
+    "BREAKDOWN_LINE_ITEM_FIELDS",
+    "COSTS_LINE_ITEM_FIELDS",
+    "RECORD_FORMATS",
+    "Record",
+    "RecordFormat",
+    "encode_record",
+    "in_window_order",
+    "iter_output",
+    "line_item_records",
+    "raw_record",
+    "summarize_output",
+    "to_records",
+    "validate_record_format",
+]
