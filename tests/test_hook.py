@@ -14,6 +14,7 @@ import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pendulum
@@ -323,6 +324,18 @@ def test_connection_ok_with_one_cheap_call(sim: MetronomeSimulator, hook: Metron
     assert [(r.path, r.query["limit"], r.authorized) for r in sim.requests] == [
         ("/v1/customers", ["1"], True)
     ]
+
+
+def test_netrc_credentials_never_replace_the_token(
+    sim: MetronomeSimulator, hook: MetronomeHook, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    netrc = tmp_path / "netrc"
+    netrc.write_text("default login someone password something-else\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+
+    assert hook.test_connection()[0] is True
+    assert [record.authorized for record in sim.requests] == [True]
 
 
 def test_connection_with_a_bad_token(sim: MetronomeSimulator, connect: Callable[..., MetronomeHook]) -> None:

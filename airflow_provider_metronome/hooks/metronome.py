@@ -15,6 +15,7 @@ from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import requests
+import requests.auth
 from pydantic import ValidationError
 from requests.adapters import HTTPAdapter
 from tenacity import RetryCallState
@@ -96,6 +97,20 @@ def validate_page_size(page_size: int) -> int:
 
 def _sleep(seconds: float) -> None:
     time.sleep(seconds)
+
+
+class BearerAuth(requests.auth.AuthBase):
+    """``Authorization: Bearer <token>`` on every request; the token stays out of ``repr``."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self._token}"
+        return request
+
+    def __repr__(self) -> str:
+        return "BearerAuth(***)"
 
 
 class RequestThrottle:
@@ -225,9 +240,10 @@ class MetronomeHook(BaseHook):
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=settings.pool_size, max_retries=0)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
+        # As the session's auth (not a default header) so that requests never swaps in ~/.netrc credentials.
+        session.auth = BearerAuth(settings.token)
         session.headers.update(
             {
-                "Authorization": f"Bearer {settings.token}",
                 "Accept": "application/json",
                 "User-Agent": f"airflow-provider-metronome/{__version__} python-requests/{requests.__version__}",
             }
