@@ -20,7 +20,7 @@ $(VENV_AIRFLOW2)/.installed: pyproject.toml constraints-airflow2.txt
 
 ## Run the simulator-backed demo: a three-day backfill, then a re-run of one day.
 demo: $(VENV)/.installed
-	$(VENV)/bin/python -m dags_examples.demo
+	$(VENV)/bin/python scripts/demo.py
 
 ## Lint, type-check and run the whole suite on Airflow 3.3, then the suite on Airflow 2.11.
 test: lint typecheck test-airflow3 test-airflow2
@@ -40,7 +40,7 @@ test-airflow2: $(VENV_AIRFLOW2)/.installed
 
 ## Benchmarks (not part of `make test`): prints the table published in the README.
 bench: $(VENV)/.installed
-	$(VENV)/bin/python -m tests.benchmarks
+	$(VENV)/bin/python tests/benchmarks/run.py
 
 clean:
 	rm -rf $(VENV) $(VENV_AIRFLOW2) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -1,0 +1,156 @@
+"""One all-customers day fetch, by one of three paths, in this (fresh) process.
+
+``python -m tests.benchmarks.fetch_paths {operator,requests,sdk} --url URL --token T --out DIR
+[--max-workers N]`` prints ``{"seconds", "customers", "windows", "client_requests", "max_workers",
+"output"}`` as one JSON line. Each path lists the active customers (100 per page), fetches each one's
+costs for :data:`~tests.benchmarks.common.DAY` and writes one JSON line per costs window to a file: the
+same work and the same records (the SDK re-encodes them). ``seconds`` covers the fetch and the write,
+not the imports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from tests.benchmarks.common import ENDING_BEFORE, PAGE_SIZE, STARTING_ON, emit
+
+
+def _line(customer_id: str, window: dict[str, Any]) -> str:
+    return (
+        json.dumps({"customer_id": customer_id, **window}, separators=(",", ":"), ensure_ascii=False) + "\n"
+    )
+
+
+def run_requests_loop(url: str, token: str, out: Path) -> dict[str, Any]:
+    """What a user writes in a PythonOperator: one ``requests.Session``, a pagination loop, sequential."""
+    import requests
+
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {token}"
+    sent = 0
+
+    def paginate(path: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        nonlocal sent
+        query = {**params, "limit": PAGE_SIZE}
+        while True:
+            response = session.get(url + path, params=query, timeout=60)
+            sent += 1
+            response.raise_for_status()
+            body = response.json()
+            yield from body["data"]
+            if not body.get("next_page"):
+                return
+            query["next_page"] = body["next_page"]
+
+    started = time.perf_counter()
+    customer_ids = [customer["id"] for customer in paginate("/v1/customers", {})]
+    windows = 0
+    with (out / "requests-loop.jsonl").open("w", encoding="utf-8") as file:
+        for customer_id in customer_ids:
+            costs = paginate(
+                f"/v1/customers/{customer_id}/costs",
+                {"starting_on": STARTING_ON, "ending_before": ENDING_BEFORE},
+            )
+            for window in costs:
+                file.write(_line(customer_id, window))
+                windows += 1
+    seconds = time.perf_counter() - started
+    return {
+        "seconds": seconds,
+        "customers": len(customer_ids),
+        "windows": windows,
+        "client_requests": sent,
+        "max_workers": 1,
+        "output": str(out / "requests-loop.jsonl"),
+    }
+
+
+def run_sdk(url: str, token: str, out: Path) -> dict[str, Any]:
+    """Metronome's official ``metronome-sdk`` client, its auto-pagination, sequential."""
+    import httpx
+    from metronome import DefaultHttpxClient, Metronome
+
+    sent = 0
+
+    def count(request: httpx.Request) -> None:
+        nonlocal sent
+        sent += 1
+
+    client = Metronome(
+        bearer_token=token, base_url=url, http_client=DefaultHttpxClient(event_hooks={"request": [count]})
+    )
+    started = time.perf_counter()
+    customer_ids = [customer.id for customer in client.v1.customers.list(limit=PAGE_SIZE)]
+    windows = 0
+    with (out / "sdk.jsonl").open("w", encoding="utf-8") as file:
+        for customer_id in customer_ids:
+            costs = client.v1.customers.list_costs(
+                customer_id=customer_id, starting_on=STARTING_ON, ending_before=ENDING_BEFORE, limit=PAGE_SIZE
+            )
+            for window in costs:
+                file.write(_line(customer_id, window.to_dict(mode="json")))
+                windows += 1
+    seconds = time.perf_counter() - started
+    client.close()
+    return {
+        "seconds": seconds,
+        "customers": len(customer_ids),
+        "windows": windows,
+        "client_requests": sent,
+        "max_workers": 1,
+        "output": str(out / "sdk.jsonl"),
+    }
+
+
+def run_operator(out: Path, max_workers: int | None) -> dict[str, Any]:
+    """``MetronomeCostsOperator.execute()`` for every active customer, to a ``file://`` JSON Lines object.
+
+    :param max_workers: None for the operator's default.
+    """
+    from airflow_provider_metronome.operators.costs import MetronomeCostsOperator
+
+    tuning: dict[str, Any] = {} if max_workers is None else {"max_workers": max_workers}
+    operator = MetronomeCostsOperator(
+        task_id="costs",
+        output_uri=f"file://{out}/operator.jsonl",
+        starting_on=STARTING_ON,
+        ending_before=ENDING_BEFORE,
+        **tuning,
+    )
+    started = time.perf_counter()
+    manifest = operator.execute({})  # type: ignore[arg-type]
+    seconds = time.perf_counter() - started
+    # The simulator counts the operator's requests; the hook keeps no count of its own.
+    return {
+        "seconds": seconds,
+        "customers": manifest["customers"],
+        "windows": manifest["records"],
+        "client_requests": None,
+        "max_workers": operator.max_workers,
+        "output": str(out / "operator.jsonl"),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("path", choices=("operator", "requests", "sdk"))
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--token", required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--max-workers", type=int, help="operator only; default: the operator's default")
+    args = parser.parse_args(argv)
+    if args.path == "operator":
+        emit(run_operator(args.out, args.max_workers))
+    elif args.path == "requests":
+        emit(run_requests_loop(args.url, args.token, args.out))
+    else:
+        emit(run_sdk(args.url, args.token, args.out))
+
+
+if __name__ == "__main__":
+    main()

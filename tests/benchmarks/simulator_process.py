@@ -1,0 +1,148 @@
+"""The simulator in its own process, so that client and server do not share a GIL.
+
+``python -m tests.benchmarks.simulator_process --customers 1000 --latency-ms 50`` prints one JSON line
+with the URL, then answers commands on stdin, one per line, each with one JSON line on stdout:
+
+- ``stats``: requests received since the last reset, by endpoint, and the most handled at once;
+- ``reset``: forget the logged requests.
+
+It stops when stdin closes. Unlike ``python -m airflow_provider_metronome.testing``, it sets the size
+of line-item breakdowns and the number of UNIQUE-metric customers, and reports the exact request count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from airflow_provider_metronome.testing import DEFAULT_TOKEN, MetronomeSimulator
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+FROZEN_NOW = "2024-02-01T00:00:00+00:00"
+
+
+def _endpoint(path: str) -> str:
+    if path == "/v1/customers":
+        return "customers"
+    return path.rsplit("/", 1)[-1] if path.startswith("/v1/customers/") else "other"
+
+
+def _stats(sim: MetronomeSimulator) -> dict[str, Any]:
+    records = sim.requests
+    return {
+        "requests": len(records),
+        "by_endpoint": dict(Counter(_endpoint(record.path) for record in records)),
+        "unauthorized": sum(not record.authorized for record in records),
+        "max_in_flight": sim.max_in_flight,
+    }
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, required=True)
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--line-items", type=int, default=4, help="line items per credit type")
+    parser.add_argument("--unique-metric-customers", type=int, default=0)
+    parser.add_argument("--warm-day", type=dt.date.fromisoformat, help="generate this day's costs up front")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    sim = MetronomeSimulator(
+        customers=args.customers,
+        unique_metric_customers=args.unique_metric_customers,
+        latency=args.latency_ms / 1000,
+        line_items_per_credit_type=args.line_items,
+        now=dt.datetime.fromisoformat(FROZEN_NOW),
+    )
+    if args.warm_day is not None:
+        # The simulator caches generated days: warm it so that no measured path pays for generating them.
+        for customer_id in sim.active_customer_ids:
+            sim.costs_for(customer_id, args.warm_day)
+    with sim:
+        print(json.dumps({"url": sim.url, "token": sim.token}), flush=True)
+        for line in sys.stdin:
+            command = line.strip()
+            if command == "stats":
+                print(json.dumps(_stats(sim)), flush=True)
+            elif command == "reset":
+                sim.clear_requests()
+                print("{}", flush=True)
+            else:
+                print(json.dumps({"error": f"unknown command {command!r}"}), flush=True)
+    return 0
+
+
+class SimulatorProcess:
+    """Start :func:`main` in a subprocess; use as a context manager.
+
+    :param options: Command-line options of :func:`main`, e.g. ``["--customers", "1000"]``.
+    """
+
+    def __init__(self, options: Sequence[str]) -> None:
+        self.options = list(options)
+        self.url = ""
+        self.token = DEFAULT_TOKEN
+        self._process: subprocess.Popen[str] | None = None
+
+    def __enter__(self) -> SimulatorProcess:
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "tests.benchmarks.simulator_process", *self.options],
+            cwd=REPO_ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        hello = json.loads(self._readline())
+        self.url, self.token = hello["url"], hello["token"]
+        return self
+
+    def _readline(self) -> str:
+        assert self._process is not None
+        assert self._process.stdout is not None
+        line = self._process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the simulator process exited ({self._process.wait()}) without answering")
+        return line
+
+    def _command(self, command: str) -> dict[str, Any]:
+        assert self._process is not None
+        assert self._process.stdin is not None
+        self._process.stdin.write(command + "\n")
+        self._process.stdin.flush()
+        answer: dict[str, Any] = json.loads(self._readline())
+        return answer
+
+    def stats(self) -> dict[str, Any]:
+        """Requests received since the last :meth:`reset`, as counted by the simulator."""
+        return self._command("stats")
+
+    def reset(self) -> None:
+        self._command("reset")
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        process, self._process = self._process, None
+        if process is None:
+            return
+        assert process.stdin is not None
+        process.stdin.close()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
