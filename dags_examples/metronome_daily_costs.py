@@ -1,0 +1,64 @@
+"""Daily Metronome costs for every active customer, one object per data day.
+
+Runs once a day (UTC) and, with ``catchup=True``, a backfill is just a ``start_date`` in the past.
+The sensor waits (deferred, without holding a worker slot) until Metronome has produced the day,
+then the operator writes it to ``<base>/costs/date=<data day>/costs.jsonl.gz``, replacing the
+object atomically if the day is ever re-run.
+
+The base URI is the Airflow Variable ``metronome_costs_base_uri`` (also settable as the environment
+variable ``AIRFLOW_VAR_METRONOME_COSTS_BASE_URI``), for example ``s3://my-bucket/metronome``;
+by default a ``file://`` folder under AIRFLOW_HOME.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import pendulum
+
+from airflow_provider_metronome.operators.costs import MetronomeCostsOperator
+from airflow_provider_metronome.sensors.costs import MetronomeCostsSensor
+
+try:
+    from airflow.sdk import DAG, Asset
+except ImportError:  # Airflow 2
+    from airflow import DAG
+    from airflow.datasets import Dataset as Asset
+
+DEFAULT_BASE_URI = "file://" + os.path.join(
+    os.environ.get("AIRFLOW_HOME", os.path.expanduser("~/airflow")), "metronome"
+)
+BASE_URI = "{{ var.value.get('metronome_costs_base_uri', '" + DEFAULT_BASE_URI + "') }}"
+# What downstream DAGs schedule on; each event's extra names the object written and its window.
+DAILY_COSTS = Asset("metronome://costs/daily")
+
+with DAG(
+    dag_id="metronome_daily_costs",
+    description="Each customer's Metronome costs for the UTC day that just ended.",
+    schedule="@daily",
+    start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
+    catchup=True,
+    max_active_runs=3,
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=5)},
+    tags=["metronome"],
+) as dag:
+    # Invoice breakdowns are the Contracts-era source Metronome recommends; unlike /costs they also
+    # serve customers whose plan has a UNIQUE-type metric, so no customer has to be skipped.
+    wait_for_costs = MetronomeCostsSensor(
+        task_id="wait_for_costs",
+        customer_ids=None,
+        source="invoice_breakdowns",
+        deferrable=True,
+        poke_interval=15 * 60,
+        timeout=int(timedelta(hours=12).total_seconds()),
+    )
+    fetch_costs = MetronomeCostsOperator(
+        task_id="fetch_costs",
+        customer_ids=None,
+        source="invoice_breakdowns",
+        output_uri=BASE_URI + "/costs/date={date}/costs.jsonl.gz",
+        record_format="line_items",
+        outlets=[DAILY_COSTS],
+    )
+    wait_for_costs >> fetch_costs
