@@ -354,7 +354,7 @@ def test_customer_ids_from_an_upstream_task(sim: MetronomeSimulator, run_dag: An
 # -- assets and the extra link -------------------------------------------------------------------------
 
 
-def _asset_event_extras(uri: str) -> list[dict[str, Any]]:
+def _asset_event_extras(uri: str, source_dag_id: str) -> list[dict[str, Any]]:
     from airflow.utils.session import create_session
 
     try:
@@ -366,7 +366,9 @@ def _asset_event_extras(uri: str) -> list[dict[str, Any]]:
     key = "asset_id" if hasattr(Event, "asset_id") else "dataset_id"
     with create_session() as session:
         rows = session.scalars(
-            select(Event).join(Model, getattr(Event, key) == Model.id).where(Model.uri == uri)
+            select(Event)
+            .join(Model, getattr(Event, key) == Model.id)
+            .where(Model.uri == uri, Event.source_dag_id == source_dag_id)
         ).all()
         return [dict(row.extra or {}) for row in rows]
 
@@ -403,7 +405,7 @@ def test_asset_events_carry_the_manifest(sim: MetronomeSimulator, run_dag: Any, 
     manifest = run.xcom("fetch")
     assert len(manifest["skipped"]) == len(sim.unique_metric_customer_ids)
     # A DAG scheduled on the asset finds the object and its window in the triggering event.
-    assert _asset_event_extras("metronome://costs/daily") == [
+    assert _asset_event_extras("metronome://costs/daily", "metronome_assets") == [
         {key: value for key, value in manifest.items() if key != "skipped"}
     ]
 

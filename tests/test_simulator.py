@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import pendulum
 import pytest
 import requests
 
@@ -595,6 +596,17 @@ def test_clock_settings() -> None:
     assert simulator.now == dt.datetime(2024, 1, 1, tzinfo=UTC)
     simulator.now = None
     assert abs(simulator.now - dt.datetime.now(UTC)) < dt.timedelta(minutes=1)
+
+
+def test_clock_accepts_pendulum_datetimes(sim: MetronomeSimulator) -> None:
+    cid = sim.active_customer_ids[0]
+    day = {"starting_on": "2024-01-05T00:00:00Z", "ending_before": "2024-01-06T00:00:00Z"}
+
+    sim.now = pendulum.datetime(2024, 1, 6, 1, tz="Europe/Paris")  # 00:00 UTC: not yet available
+    assert get(sim, f"/v1/customers/{cid}/costs", **day).json()["data"] == []
+    sim.now = pendulum.datetime(2024, 1, 7, tz="UTC")
+    assert len(get(sim, f"/v1/customers/{cid}/costs", **day).json()["data"]) == 1
+    assert len(sim.breakdowns_for(cid, dt.date(2024, 1, 5), dt.date(2024, 1, 6))) >= 1
 
 
 # -- data and concurrency -------------------------------------------------------------------------

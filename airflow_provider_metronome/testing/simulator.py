@@ -277,6 +277,14 @@ def _bad_request(message: str) -> _ApiError:
     return _ApiError(400, message)
 
 
+def _plain_utc(value: datetime) -> datetime:
+    """A stdlib UTC datetime: subclasses such as pendulum's compare differently with the data's times."""
+    utc = value.astimezone(timezone.utc)
+    return datetime(
+        utc.year, utc.month, utc.day, utc.hour, utc.minute, utc.second, utc.microsecond, tzinfo=timezone.utc
+    )
+
+
 def _encode_cursor(position: Position, digest: str, nonce: str | None = None) -> str:
     """An opaque cursor; a nonce makes a cursor for the same position distinct (as on an empty page)."""
     fields: dict[str, object] = {"p": list(position), "q": digest}
@@ -549,7 +557,7 @@ class MetronomeSimulator:
     def now(self, value: datetime | None) -> None:
         if value is not None and value.tzinfo is None:
             raise ValueError("now must be a timezone-aware datetime")
-        self._frozen_now = None if value is None else value.astimezone(timezone.utc)
+        self._frozen_now = None if value is None else _plain_utc(value)
 
     # -- data --------------------------------------------------------------------------------------------
 
