@@ -175,6 +175,10 @@ def test_runs_standalone_from_the_command_line(tmp_path: Path) -> None:
             "2024-03-10T12:00:00Z",
             "--customers",
             "3",
+            "--archived-customers",
+            "1",
+            "--unique-metric-customers",
+            "0",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -189,6 +193,16 @@ def test_runs_standalone_from_the_command_line(tmp_path: Path) -> None:
         url = f"http://127.0.0.1:{int(port_file.read_text())}"
         customers = requests.get(url + "/v1/customers", headers=AUTH, timeout=10).json()["data"]
         assert len(customers) == 3
+        archived = requests.get(url + "/v1/customers?only_archived=true", headers=AUTH, timeout=10).json()
+        assert len(archived["data"]) == 1
+        day = {"starting_on": "2024-03-01T00:00:00Z", "ending_before": "2024-03-02T00:00:00Z"}
+        statuses = {
+            requests.get(
+                f"{url}/v1/customers/{c['id']}/costs", params=day, headers=AUTH, timeout=10
+            ).status_code
+            for c in customers
+        }
+        assert statuses == {200}  # no customer on a UNIQUE-metric plan
     finally:
         process.terminate()
         stdout, _ = process.communicate(timeout=30)

@@ -36,6 +36,21 @@ def _parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=0, help="seed of the generated data (default: %(default)s)"
     )
     parser.add_argument("--customers", type=int, default=25, help="active customers (default: %(default)s)")
+    parser.add_argument(
+        "--archived-customers", type=int, default=3, help="archived customers (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--unique-metric-customers",
+        type=int,
+        default=2,
+        help="active customers whose plan has a UNIQUE-type metric, refused by /costs (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--line-items-per-credit-type",
+        type=int,
+        default=4,
+        help="line items in each credit type's breakdown (default: %(default)s)",
+    )
     parser.add_argument("--latency-ms", type=float, default=0.0, help="delay added to every answer")
     parser.add_argument(
         "--availability-delay-hours",
@@ -65,6 +80,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         token=args.token,
         seed=args.seed,
         customers=args.customers,
+        archived_customers=args.archived_customers,
+        unique_metric_customers=args.unique_metric_customers,
+        line_items_per_credit_type=args.line_items_per_credit_type,
         port=args.port,
         host=args.host,
         latency=args.latency_ms / 1000,
