@@ -12,17 +12,14 @@ import datetime as dt
 import gzip
 import importlib
 import json
-import threading
-import time
 import warnings
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import DagRunResult, clock_moves_to, run_dag_once
 from sqlalchemy import func, select
 
 from airflow_provider_metronome._compat import AIRFLOW_V3
@@ -68,46 +65,6 @@ def midnight(day: str) -> dt.datetime:
 # -- running example DAGs ----------------------------------------------------------------------------
 
 
-@dataclass
-class Run:
-    """A finished DAG run, read back from the metadata database."""
-
-    dag_id: str
-    run_id: str
-    data_interval: tuple[dt.datetime, dt.datetime]
-
-    def task_states(self) -> dict[tuple[str, int], str]:
-        from airflow.models.taskinstance import TaskInstance
-        from airflow.utils.session import create_session
-
-        with create_session() as session:
-            rows = session.execute(
-                select(TaskInstance.task_id, TaskInstance.map_index, TaskInstance.state).where(
-                    TaskInstance.dag_id == self.dag_id, TaskInstance.run_id == self.run_id
-                )
-            ).all()
-        return {(task_id, map_index): str(state) for task_id, map_index, state in rows}
-
-    def xcom(self, task_id: str, map_index: int = -1) -> Any:
-        try:
-            from airflow.models.xcom import XComModel as XComRow
-        except ImportError:  # Airflow 2
-            from airflow.models.xcom import XCom as XComRow  # type: ignore[no-redef]
-        from airflow.utils.session import create_session
-
-        with create_session() as session:
-            row = session.scalars(
-                select(XComRow).where(
-                    XComRow.dag_id == self.dag_id,
-                    XComRow.run_id == self.run_id,
-                    XComRow.task_id == task_id,
-                    XComRow.map_index == map_index,
-                    XComRow.key == "return_value",
-                )
-            ).one()
-            return row.value
-
-
 class Examples:
     """Puts example DAG files (or variants of them) in the DAGs folder, loads and runs them."""
 
@@ -140,12 +97,8 @@ class Examples:
                 task.timeout = SENSOR_TIMEOUT
         return dag
 
-    def run(self, dag: Any, logical_date: dt.datetime, conf: dict[str, Any] | None = None) -> Run:
-        if AIRFLOW_V3:
-            dag_run = dag.test(logical_date=logical_date, run_conf=conf)
-        else:
-            dag_run = dag.test(execution_date=logical_date, run_conf=conf)
-        return Run(dag.dag_id, dag_run.run_id, (dag_run.data_interval_start, dag_run.data_interval_end))
+    def run(self, dag: Any, logical_date: dt.datetime, conf: dict[str, Any] | None = None) -> DagRunResult:
+        return run_dag_once(dag, logical_date, conf)
 
     def remove(self) -> None:
         for path in self.written:
@@ -412,29 +365,6 @@ def test_daily_dag_on_each_kind_of_timetable(
     assert files_in(lake) == [f"costs/date={day}/costs.jsonl.gz" for day in logical_dates]
 
 
-@contextmanager
-def clock_reaches(
-    simulator: MetronomeSimulator, moment: dt.datetime, *, after_requests: int
-) -> Iterator[None]:
-    """Move the simulator's clock to ``moment`` once ``after_requests`` breakdown requests have arrived."""
-    stop = threading.Event()
-
-    def advance() -> None:
-        deadline = time.monotonic() + 60
-        while not stop.wait(0.01) and time.monotonic() < deadline:
-            if len(simulator.requests_for("/invoices/breakdowns")) >= after_requests:
-                simulator.now = moment
-                return
-
-    mover = threading.Thread(target=advance, name="advance-simulator-clock", daemon=True)
-    mover.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        mover.join()
-
-
 def test_daily_dag_waits_until_metronome_has_the_day(
     simulator: MetronomeSimulator, metronome_conn: str, examples: Examples, lake: Path
 ) -> None:
@@ -447,7 +377,9 @@ def test_daily_dag_waits_until_metronome_has_the_day(
     dag.get_task("wait_for_costs").poke_interval = 0.05
     customers = len(simulator.active_customer_ids)
 
-    with clock_reaches(simulator, day_end + dt.timedelta(hours=3), after_requests=customers):
+    with clock_moves_to(
+        simulator, day_end + dt.timedelta(hours=3), after=customers, requests_to="/invoices/breakdowns"
+    ):
         run = examples.run(dag, day_end)
 
     assert run.task_states() == {("wait_for_costs", -1): "success", ("fetch_costs", -1): "success"}

@@ -12,12 +12,12 @@ import importlib.util
 import json
 import textwrap
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pendulum
 import pytest
+from conftest import DagRunResult, run_dag_once
 from sqlalchemy import select
 
 from airflow_provider_metronome._compat import AIRFLOW_V3
@@ -47,47 +47,6 @@ except ImportError:
 """
 
 
-@dataclass
-class Run:
-    """A finished DAG run, read back from the metadata database."""
-
-    dag_id: str
-    run_id: str
-    state: str
-    data_interval: tuple[dt.datetime, dt.datetime]
-
-    def task_states(self) -> dict[tuple[str, int], str]:
-        from airflow.models.taskinstance import TaskInstance
-        from airflow.utils.session import create_session
-
-        with create_session() as session:
-            rows = session.execute(
-                select(TaskInstance.task_id, TaskInstance.map_index, TaskInstance.state).where(
-                    TaskInstance.dag_id == self.dag_id, TaskInstance.run_id == self.run_id
-                )
-            ).all()
-        return {(task_id, map_index): str(state) for task_id, map_index, state in rows}
-
-    def xcom(self, task_id: str, key: str = "return_value", map_index: int = -1) -> Any:
-        try:
-            from airflow.models.xcom import XComModel as XComRow
-        except ImportError:  # Airflow 2
-            from airflow.models.xcom import XCom as XComRow  # type: ignore[no-redef]
-        from airflow.utils.session import create_session
-
-        with create_session() as session:
-            row = session.scalars(
-                select(XComRow).where(
-                    XComRow.dag_id == self.dag_id,
-                    XComRow.run_id == self.run_id,
-                    XComRow.task_id == task_id,
-                    XComRow.map_index == map_index,
-                    XComRow.key == key,
-                )
-            ).one_or_none()
-            return None if row is None else row.value
-
-
 @pytest.fixture
 def sim(simulator: MetronomeSimulator, metronome_conn: str) -> MetronomeSimulator:
     simulator.now = dt.datetime(2024, 2, 1, tzinfo=dt.timezone.utc)
@@ -101,7 +60,9 @@ def run_dag(airflow_db: Path, airflow_home: Path) -> Iterator[Any]:
     dags_folder.mkdir(exist_ok=True)
     written: list[Path] = []
 
-    def run(dag_id: str, schedule: str, body: str, logical_date: pendulum.DateTime = LOGICAL_DATE) -> Run:
+    def run(
+        dag_id: str, schedule: str, body: str, logical_date: pendulum.DateTime = LOGICAL_DATE
+    ) -> DagRunResult:
         source = (
             DAG_HEADER
             + f"with DAG({dag_id!r}, schedule={schedule}, "
@@ -116,14 +77,7 @@ def run_dag(airflow_db: Path, airflow_home: Path) -> Iterator[Any]:
         assert spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-        dag = module.dag
-        dag_run = dag.test(logical_date=logical_date) if AIRFLOW_V3 else dag.test(execution_date=logical_date)
-        return Run(
-            dag_id,
-            dag_run.run_id,
-            str(dag_run.state),
-            (dag_run.data_interval_start, dag_run.data_interval_end),
-        )
+        return run_dag_once(module.dag, logical_date)
 
     yield run
     for path in written:

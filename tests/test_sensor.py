@@ -7,8 +7,6 @@ import datetime as dt
 import json
 import logging
 import re
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,7 +15,7 @@ from typing import Any
 
 import pendulum
 import pytest
-from conftest import connection_json
+from conftest import clock_moves_to, connection_json
 
 from airflow_provider_metronome._compat import (
     AIRFLOW_V3,
@@ -466,27 +464,10 @@ def run_dag(airflow_home: Path, request: pytest.FixtureRequest, **sensor_kwargs:
 
 @contextmanager
 def clock_passes_availability_after(simulator: MetronomeSimulator, checks: int) -> Iterator[None]:
-    """Move the simulator's clock to AVAILABLE_AT once ``checks`` /costs requests have arrived.
-
-    The request that triggers the move may or may not see it; the ones before it cannot.
-    """
-    stop = threading.Event()
-
-    def advance() -> None:
-        deadline = time.monotonic() + 60
-        while not stop.wait(0.01) and time.monotonic() < deadline:
-            if len(simulator.requests_for("/costs")) >= checks:
-                simulator.now = AVAILABLE_AT
-                return
-
+    """Start before the day is available; move past it once ``checks`` /costs requests have arrived."""
     simulator.now = BEFORE
-    mover = threading.Thread(target=advance, name="advance-simulator-clock", daemon=True)
-    mover.start()
-    try:
+    with clock_moves_to(simulator, AVAILABLE_AT, after=checks, requests_to="/costs"):
         yield
-    finally:
-        stop.set()
-        mover.join()
 
 
 @pytest.mark.usefixtures("metronome_conn", "airflow_db")
