@@ -216,15 +216,9 @@ def check_availability(
     except MetronomeAPIError as err:
         if not err.retryable:
             raise
-        log.warning("Metronome is not answering (%s); will check again.", _cause(err))
+        log.warning("Metronome is not answering (%s); will check again.", err.cause)
         return None
     finally:
         hook.close()
     log.info("%s", availability.summary())
     return availability
-
-
-def _cause(err: MetronomeAPIError) -> str:
-    status = f"HTTP {err.status_code}" if err.status_code is not None else "no answer"
-    where = f" on {err.method} {err.path}" if err.path else ""
-    return f"{status}{where}: {err.message}"

@@ -31,10 +31,21 @@ class MetronomeAPIError(AirflowException):
         """True when the same request may succeed later (rate limit, server error, network)."""
         return False
 
+    @property
+    def cause(self) -> str:
+        """What happened, for log lines: ``HTTP 503 on GET /v1/customers: message``."""
+        return f"{self._status}{self._where}: {self.message}"
+
+    @property
+    def _status(self) -> str:
+        return f"HTTP {self.status_code}" if self.status_code is not None else "no answer"
+
+    @property
+    def _where(self) -> str:
+        return f" on {self.method} {self.path}" if self.path else ""
+
     def _describe(self) -> str:
-        status = f"HTTP {self.status_code}" if self.status_code is not None else "no answer"
-        where = f" on {self.method} {self.path}" if self.path else ""
-        return f"Metronome API error ({status}){where}: {self.message}"
+        return f"Metronome API error ({self._status}){self._where}: {self.message}"
 
 
 class MetronomeClientError(MetronomeAPIError):

@@ -109,6 +109,12 @@ def render_output_uri(
     return template.format(**values)
 
 
+def storage_path(url: str, conn_id: str | None = None) -> ObjectStoragePath:
+    """The object at ``url``; ``conn_id`` names its storage connection when the URL does not."""
+    # Passed only when set: a conn_id=None argument would override one given in the URL.
+    return ObjectStoragePath(url, conn_id=conn_id) if conn_id else ObjectStoragePath(url)
+
+
 def public_uri(url: str) -> str:
     """``url`` without the ``conn_id@`` part: the object's address for manifests, lineage and Assets."""
     parts = urlsplit(url)
@@ -238,5 +244,6 @@ __all__ = [
     "placeholders_in",
     "public_uri",
     "render_output_uri",
+    "storage_path",
     "validate_output_uri",
 ]

@@ -26,13 +26,13 @@ from collections.abc import Iterable, Iterator
 from decimal import Decimal
 from typing import Any, Literal
 
-from airflow_provider_metronome._compat import ObjectStoragePath
 from airflow_provider_metronome.models import (
     CostWindow,
     CreditTypeCost,
     InvoiceBreakdown,
     InvoiceLineItem,
 )
+from airflow_provider_metronome.output import storage_path
 from airflow_provider_metronome.window import to_utc
 
 RecordFormat = Literal["raw", "line_items"]
@@ -176,7 +176,7 @@ def iter_output(uri: str | os.PathLike[str], *, conn_id: str | None = None) -> I
     """
     if isinstance(uri, os.PathLike):
         uri = f"file://{os.path.abspath(os.fspath(uri))}"
-    path = ObjectStoragePath(uri, conn_id=conn_id) if conn_id else ObjectStoragePath(uri)
+    path = storage_path(uri, conn_id)
     with path.open("rb") as raw:
         stream: Iterable[bytes] = gzip.GzipFile(fileobj=raw, mode="rb") if path.name.endswith(".gz") else raw
         for line in stream:

@@ -19,7 +19,6 @@ from airflow_provider_metronome._compat import (
     BaseOperator,
     BaseOperatorLink,
     Context,
-    ObjectStoragePath,
     XCom,
 )
 from airflow_provider_metronome.arguments import (
@@ -41,6 +40,7 @@ from airflow_provider_metronome.output import (
     placeholders_in,
     public_uri,
     render_output_uri,
+    storage_path,
     validate_output_uri,
 )
 from airflow_provider_metronome.records import (
@@ -278,11 +278,7 @@ class MetronomeCostsOperator(BaseOperator):
         url = render_output_uri(
             template, window, map_index=max(map_index or 0, 0), source=self.source, customer_id=single
         )
-        path = (
-            ObjectStoragePath(url, conn_id=self.output_conn_id)
-            if self.output_conn_id
-            else ObjectStoragePath(url)
-        )
+        path = storage_path(url, self.output_conn_id)
         writer = AtomicJsonLinesWriter(path, lineage_uri=public_uri(url))
         writer.check_target()
         return writer
