@@ -3,8 +3,12 @@ PYTHON ?= python3
 VENV ?= .venv
 VENV_AIRFLOW2 ?= .venv-airflow2
 PIP_FLAGS ?= --quiet --disable-pip-version-check
+# The other Airflow lines pyproject.toml accepts: one smoke virtualenv each, pinned by constraints/airflow-X.Y.txt.
+SMOKE_VERSIONS ?= 2.10 3.0 3.1 3.2
+# Smoke installs and runs at once (mostly download and unpack; CI has 2 CPUs).
+SMOKE_JOBS ?= 2
 
-.PHONY: demo test test-airflow3 test-airflow2 lint typecheck bench clean
+.PHONY: demo test test-airflow3 test-airflow2 test-smoke lint typecheck bench clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,12 +22,23 @@ $(VENV_AIRFLOW2)/.installed: pyproject.toml constraints-airflow2.txt
 	$(VENV_AIRFLOW2)/bin/pip install $(PIP_FLAGS) -c constraints-airflow2.txt -e ".[test]"
 	touch $@
 
+# The provider alone (no test extras): what the smoke script needs. Its own .gitignore keeps it out of git.
+.venv-smoke-%/.installed: pyproject.toml constraints/airflow-%.txt
+	$(PYTHON) -m venv .venv-smoke-$*
+	echo '*' > .venv-smoke-$*/.gitignore
+	.venv-smoke-$*/bin/pip install $(PIP_FLAGS) --upgrade pip
+	.venv-smoke-$*/bin/pip install $(PIP_FLAGS) -c constraints/airflow-$*.txt -e .
+	touch $@
+
+# Keep the stamps: make would otherwise delete them as intermediate files and reinstall every time.
+.PRECIOUS: .venv-smoke-%/.installed
+
 ## Run the simulator-backed demo: a three-day backfill, then a re-run of one day.
 demo: $(VENV)/.installed
 	$(VENV)/bin/python scripts/demo.py
 
-## Lint, type-check and run the whole suite on Airflow 3.3, then the suite on Airflow 2.11.
-test: lint typecheck test-airflow3 test-airflow2
+## Lint, type-check and run the whole suite on Airflow 3.3, then the suite on Airflow 2.11, then the smoke test on the other lines.
+test: lint typecheck test-airflow3 test-airflow2 test-smoke
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
@@ -38,9 +53,16 @@ test-airflow3: $(VENV)/.installed
 test-airflow2: $(VENV_AIRFLOW2)/.installed
 	$(VENV_AIRFLOW2)/bin/python -m pytest $(PYTEST_ARGS)
 
+## Smoke-test the provider (imports, provider info, example DAGs, one daily run) on Airflow 2.10, 3.0, 3.1 and 3.2.
+test-smoke:
+	$(MAKE) -j$(SMOKE_JOBS) --output-sync=target $(addprefix smoke-,$(SMOKE_VERSIONS))
+
+smoke-%: .venv-smoke-%/.installed
+	.venv-smoke-$*/bin/python tests/smoke/run_smoke.py
+
 ## Benchmarks (not part of `make test`): prints the table published in the README.
 bench: $(VENV)/.installed
 	$(VENV)/bin/python tests/benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) $(VENV_AIRFLOW2) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) $(VENV_AIRFLOW2) .venv-smoke-* .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -1,36 +1,99 @@
-"""The one place that knows Airflow 3 from Airflow 2.
+"""The one place that knows one Airflow release from another.
 
 Everything else imports Airflow's public names from here, so supporting another Airflow line means
 changing this module only.
+
+The Airflow line (2 or 3) comes from Airflow's version number, never from whether some import
+happened to work: on Airflow 3 a name missing from the task SDK must not send us to Airflow 2's
+modules, which Airflow 3 no longer has. Within a line each name is imported on its own, from its
+newest home first, because names reached the task SDK over several 3.x releases:
+
+- 3.0: ``Asset``, ``BaseOperator``, ``BaseOperatorLink``, ``BaseSensorOperator``, ``Context``,
+  ``ObjectStoragePath`` (``airflow.sdk``), ``XCom`` (``airflow.sdk.execution_time.xcom``) and
+  ``mask_secret`` (``airflow.sdk.log``);
+- 3.1: ``BaseHook`` (``airflow.sdk``), ``AirflowException`` (``airflow.sdk.exceptions``) and
+  ``redact`` (``airflow.sdk.log``; on 3.0 ``airflow.sdk.execution_time.secrets_masker``);
+- 3.2: the other exceptions (``airflow.sdk.exceptions``), ``conf`` (``airflow.sdk``) and
+  ``get_hook_lineage_collector`` (``airflow.sdk.lineage``).
+
+Before that they come from airflow-core, as on Airflow 2. On 3.0 and 3.1 the exceptions must be
+``airflow.exceptions``'s: those are the classes the task runner of those releases catches.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-try:  # Airflow 3: the task SDK is the public authoring interface.
+import airflow
+from airflow.triggers.base import BaseTrigger, TriggerEvent  # airflow-core's triggerer, on every line
+from packaging.version import Version
+
+# Pre-releases ("3.1.0rc1", "3.2.0.dev0") belong to their line too.
+AIRFLOW_V3 = Version(airflow.__version__).major >= 3
+
+if AIRFLOW_V3:
+    # In the task SDK since 3.0.
     from airflow.sdk import (
         Asset,
-        BaseHook,
         BaseOperator,
         BaseOperatorLink,
         BaseSensorOperator,
+        Context,
         ObjectStoragePath,
     )
-    from airflow.sdk.exceptions import (
-        AirflowException,
-        AirflowFailException,
-        AirflowSensorTimeout,
-        AirflowSkipException,
-        TaskDeferred,
-    )
     from airflow.sdk.execution_time.xcom import XCom
-    from airflow.sdk.log import mask_secret, redact
+    from airflow.sdk.log import mask_secret
 
-    AIRFLOW_V3 = True
-except ImportError:  # Airflow 2.10+
-    from airflow.datasets import Dataset as Asset  # type: ignore[no-redef]
-    from airflow.exceptions import (  # type: ignore[no-redef]
+    try:  # Airflow 3.1+
+        from airflow.sdk import BaseHook
+    except ImportError:  # Airflow 3.0
+        from airflow.hooks.base import BaseHook  # type: ignore[no-redef,attr-defined]
+
+    try:  # Airflow 3.1+
+        from airflow.sdk.exceptions import AirflowException
+    except ImportError:  # Airflow 3.0
+        from airflow.exceptions import AirflowException  # type: ignore[no-redef,attr-defined]
+
+    try:  # Airflow 3.2+
+        from airflow.sdk.exceptions import AirflowFailException
+    except ImportError:  # Airflow 3.0-3.1
+        from airflow.exceptions import AirflowFailException  # type: ignore[no-redef,attr-defined]
+
+    try:  # Airflow 3.2+
+        from airflow.sdk.exceptions import AirflowSensorTimeout
+    except ImportError:  # Airflow 3.0-3.1
+        from airflow.exceptions import AirflowSensorTimeout  # type: ignore[no-redef,attr-defined]
+
+    try:  # Airflow 3.2+
+        from airflow.sdk.exceptions import AirflowSkipException
+    except ImportError:  # Airflow 3.0-3.1
+        from airflow.exceptions import AirflowSkipException  # type: ignore[no-redef,attr-defined]
+
+    try:  # Airflow 3.2+
+        from airflow.sdk.exceptions import TaskDeferred
+    except ImportError:  # Airflow 3.0-3.1
+        from airflow.exceptions import TaskDeferred  # type: ignore[no-redef,attr-defined]
+
+    try:  # Airflow 3.1+
+        from airflow.sdk.log import redact
+    except ImportError:  # Airflow 3.0
+        from airflow.sdk.execution_time.secrets_masker import (  # type: ignore[no-redef,import-not-found]
+            redact,
+        )
+
+    try:  # Airflow 3.2+
+        from airflow.sdk import conf
+    except ImportError:  # Airflow 3.0-3.1
+        from airflow.configuration import conf  # type: ignore[no-redef,assignment]
+
+    try:  # Airflow 3.2+
+        from airflow.sdk.lineage import get_hook_lineage_collector
+    except ImportError:  # Airflow 3.0-3.1
+        from airflow.lineage.hook import get_hook_lineage_collector  # type: ignore[no-redef]
+else:  # Airflow 2.10+
+    from airflow.configuration import conf  # type: ignore[no-redef,assignment]
+    from airflow.datasets import Dataset as Asset  # type: ignore[no-redef,import-not-found]
+    from airflow.exceptions import (  # type: ignore[no-redef,attr-defined]
         AirflowException,
         AirflowFailException,
         AirflowSensorTimeout,
@@ -39,31 +102,16 @@ except ImportError:  # Airflow 2.10+
     )
     from airflow.hooks.base import BaseHook  # type: ignore[no-redef,attr-defined]
     from airflow.io.path import ObjectStoragePath  # type: ignore[no-redef]
+    from airflow.lineage.hook import get_hook_lineage_collector  # type: ignore[no-redef]
     from airflow.models.baseoperator import BaseOperator  # type: ignore[no-redef]
     from airflow.models.baseoperatorlink import BaseOperatorLink  # type: ignore[no-redef]
     from airflow.models.xcom import XCom  # type: ignore[no-redef]
     from airflow.sensors.base import BaseSensorOperator  # type: ignore[no-redef]
-    from airflow.utils.log.secrets_masker import mask_secret, redact  # type: ignore[no-redef]
-
-    AIRFLOW_V3 = False
-
-try:
-    from airflow.sdk import Context
-except ImportError:
     from airflow.utils.context import Context  # type: ignore[no-redef,attr-defined]
-
-try:  # Airflow 3.1+
-    from airflow.sdk import conf
-except ImportError:
-    from airflow.configuration import conf  # type: ignore[no-redef,assignment]
-
-# Triggers run in the triggerer, which is part of airflow-core on both lines.
-from airflow.triggers.base import BaseTrigger, TriggerEvent
-
-try:  # Airflow 3.2+
-    from airflow.sdk.lineage import get_hook_lineage_collector
-except ImportError:  # Airflow 2.10+ and 3.0-3.1
-    from airflow.lineage.hook import get_hook_lineage_collector  # type: ignore[no-redef]
+    from airflow.utils.log.secrets_masker import (  # type: ignore[no-redef,import-not-found]
+        mask_secret,
+        redact,
+    )
 
 
 def add_output_lineage(context: Any, uri: str) -> None:

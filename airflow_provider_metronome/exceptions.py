@@ -71,6 +71,10 @@ class MetronomeTransientError(MetronomeAPIError):
         return True
 
 
+class MetronomeRateLimitError(MetronomeTransientError):
+    """The account's rate limit turned every request away for longer than ``rate_limit_timeout``."""
+
+
 class MetronomeResponseError(MetronomeAPIError):
     """Metronome answered 2xx with a body that is not the documented JSON (malformed or a looping cursor)."""
 
@@ -81,7 +85,8 @@ def error_for_status(
     """Build the exception that matches an HTTP error status.
 
     :param retried: the answer was retried until the retries ran out (the server's ``x-should-retry``
-        can ask for that on any status), so it is transient whatever its status.
+        can ask for that on any status), so it is transient whatever its status. Otherwise an error
+        is transient only where the hook would have retried it.
     """
     error_class: type[MetronomeAPIError]
     if retried:
@@ -90,8 +95,10 @@ def error_for_status(
         error_class = MetronomeAuthenticationError
     elif status_code == 404:
         error_class = MetronomeNotFoundError
-    elif status_code in (408, 409, 429) or status_code >= 500:
-        error_class = MetronomeTransientError
-    else:
+    elif 400 <= status_code < 500 and status_code not in (408, 409, 429):
         error_class = MetronomeClientError
+    else:
+        # A status the hook would retry, answered with x-should-retry: false: the server says
+        # retrying will not help, so it is not transient.
+        error_class = MetronomeAPIError
     return error_class(message, status_code=status_code, method=method, path=path)

@@ -2,7 +2,7 @@
 
 Models keep fields they do not know (Metronome adds fields over time) and remember which fields
 were sent, so ``model.model_dump(mode="json")`` gives back the JSON the API returned for that item.
-Timestamps stay the strings Metronome sent; use :func:`airflow_provider_metronome.window.to_utc`
+Timestamps stay the strings Metronome sent; use :func:`airflow_provider_metronome.utils.window.to_utc`
 to compare them.
 """
 
@@ -19,7 +19,8 @@ Number = StrictInt | float
 class MetronomeModel(BaseModel):
     """Base of every API object: unknown fields kept, absent fields left out when dumped."""
 
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    # NaN and Infinity are not JSON: a number that is one is a broken answer, never a cost.
+    model_config = ConfigDict(extra="allow", populate_by_name=True, allow_inf_nan=False)
 
     def model_dump(self, **kwargs: Any) -> dict[str, Any]:
         kwargs.setdefault("exclude_unset", True)
@@ -78,6 +79,10 @@ class CostWindow(MetronomeModel):
     def window_start(self) -> str:
         return self.start_timestamp
 
+    @property
+    def window_end(self) -> str:
+        return self.end_timestamp
+
 
 class CreditType(MetronomeModel):
     id: str
@@ -115,6 +120,13 @@ class InvoiceBreakdown(MetronomeModel):
     def window_start(self) -> str:
         return self.breakdown_start_timestamp
 
+    @property
+    def window_end(self) -> str:
+        return self.breakdown_end_timestamp
+
+
+SourceObject = CostWindow | InvoiceBreakdown
+"""An object of a per-customer daily source: a costs window or an invoice breakdown."""
 
 ItemT = TypeVar("ItemT", bound=MetronomeModel)
 

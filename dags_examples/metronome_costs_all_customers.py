@@ -5,19 +5,26 @@ batches; one mapped ``MetronomeCostsOperator`` per batch writes its own object (
 keeps the names apart), and ``report`` sums up what was written: customers, records, totals
 per credit type, and the customers skipped (for example plans with a UNIQUE-type metric, which
 ``/costs`` does not serve).
+
+The operator gates on availability itself: when Metronome has not produced the day for some
+customer of a batch yet, that batch's task fails before writing anything (its message names the
+customer and the day) and is retried later, so the DAG never publishes an empty or partial day.
+Add a ``MetronomeCostsSensor`` before the batches (as ``metronome_daily_costs`` does) to wait for
+the day without spending retries.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from datetime import timedelta
 from typing import Any
 
 import pendulum
 
 from airflow_provider_metronome.hooks.metronome import MetronomeHook
 from airflow_provider_metronome.operators.costs import MetronomeCostsOperator
-from airflow_provider_metronome.records import summarize_output
+from airflow_provider_metronome.utils.storage import summarize_output
 
 try:
     from airflow.sdk import DAG, task
@@ -39,12 +46,14 @@ with DAG(
     start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
+    # A batch whose day Metronome has not produced yet fails without writing; retry until it has.
+    default_args={"retries": 6, "retry_delay": timedelta(minutes=30)},
     tags=["metronome"],
 ):
 
     @task
     def list_customer_batches() -> list[list[str]]:
-        ids = sorted(customer.id for customer in MetronomeHook().iter_customers())
+        ids = MetronomeHook().list_active_customer_ids()
         return [ids[start : start + BATCH_SIZE] for start in range(0, len(ids), BATCH_SIZE)]
 
     fetch = MetronomeCostsOperator.partial(

@@ -11,7 +11,7 @@ from typing import Any
 
 import pendulum
 
-from airflow_provider_metronome.records import summarize_output
+from airflow_provider_metronome.utils.storage import summarize_output
 
 try:
     from airflow.sdk import DAG, Asset, task

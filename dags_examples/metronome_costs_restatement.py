@@ -5,17 +5,22 @@ their period, so a day's costs keep changing after the daily DAG first wrote the
 DAG re-fetches the last ``days`` days (a DAG param, 7 by default), one mapped task per day, each
 replacing that day's object at the very place ``metronome_daily_costs`` writes it; the write is
 atomic, so readers see either the old or the new version of a day, never a mix.
+
+A day is replaced only by a complete one: if Metronome answers without the day for some customer
+(it has not produced it, or answers incompletely), that day's task fails before writing and the
+object the daily DAG wrote stays as it was (the operator's default ``on_missing_days="fail"``).
 """
 
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from typing import Any
 
 import pendulum
 
 from airflow_provider_metronome.operators.costs import MetronomeCostsOperator
-from airflow_provider_metronome.window import resolve_window
+from airflow_provider_metronome.utils.window import resolve_window
 
 try:
     from airflow.sdk import DAG, Param, task
@@ -36,6 +41,7 @@ with DAG(
     start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=30)},
     params={
         "days": Param(7, type="integer", minimum=1, maximum=34, description="Trailing days to re-fetch.")
     },

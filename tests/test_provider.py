@@ -17,9 +17,16 @@ import jsonschema
 import pytest
 from airflow.providers_manager import ProvidersManager
 
-from airflow_provider_metronome import HOOK_CLASS_NAME, PACKAGE_NAME, __version__, get_provider_info
+from airflow_provider_metronome import (
+    CONNECTION_EXTRAS,
+    HOOK_CLASS_NAME,
+    PACKAGE_NAME,
+    __version__,
+    get_provider_info,
+)
 from airflow_provider_metronome._compat import AIRFLOW_V3
 from airflow_provider_metronome.hooks.metronome import MetronomeHook
+from airflow_provider_metronome.testing import MetronomeSimulator
 
 EXPECTED_BEHAVIOUR = {
     "hidden_fields": ["schema", "login", "port"],
@@ -30,7 +37,7 @@ EXPECTED_BEHAVIOUR = {
         "extra": '{"timeout": 60, "max_retries": 2}',
     },
 }
-EXTRA_FIELDS = ("timeout", "connect_timeout", "max_retries", "max_retry_wait", "pool_size")
+EXTRA_FIELDS = tuple(CONNECTION_EXTRAS)
 
 
 def test_airflow_providers_list_shows_the_package(airflow_home: Path) -> None:
@@ -49,7 +56,7 @@ def test_airflow_providers_list_shows_the_package(airflow_home: Path) -> None:
     assert ours == [
         {
             "package_name": PACKAGE_NAME,
-            "description": "Fetch daily costs from [Metronome](https://metronome.com/), usage-based billing",
+            "description": "Fetch each customer's daily costs from Metronome, the usage-based billing platform",
             "version": __version__,
         }
     ]
@@ -126,8 +133,8 @@ def test_hook_builds_the_airflow_2_form() -> None:
 
     assert sorted(widgets) == sorted(EXTRA_FIELDS)
     assert _label_and_description(widgets["timeout"]) == (
-        "Read timeout (s)",
-        "Seconds to wait for an answer. Default 60.",
+        "Timeout (s)",
+        "The most one request may take, connecting and reading the whole answer. Default 60.",
     )
 
 
@@ -146,3 +153,34 @@ def _label_and_description(field: Any) -> tuple[str, str]:
         return field["schema"]["title"], field["description"]
     label, *_ = field.args  # Airflow 2: an unbound WTForms field
     return str(label), field.kwargs["description"]
+
+
+@pytest.mark.skipif(not AIRFLOW_V3, reason="the connection test endpoint of Airflow 3's REST API")
+@pytest.mark.usefixtures("airflow_db")
+def test_the_ui_test_button_works_with_what_the_form_sends(
+    simulator: MetronomeSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The form sends port 0 for the hidden port field and null for extras left empty."""
+    from airflow.api_fastapi.app import create_app
+    from fastapi.testclient import TestClient
+
+    monkeypatch.setenv("AIRFLOW__CORE__TEST_CONNECTION", "Enabled")
+    monkeypatch.setenv(
+        "AIRFLOW__CORE__AUTH_MANAGER",
+        "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+    )
+    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "True")
+    client = TestClient(create_app("core"))
+    body = {
+        "connection_id": "metronome_ui",
+        "conn_type": "metronome",
+        "host": simulator.url,
+        "password": simulator.token,
+        "port": 0,
+        "extra": json.dumps(dict.fromkeys(CONNECTION_EXTRAS)),
+    }
+
+    answer = client.post("/api/v2/connections/test", json=body)
+
+    assert answer.status_code == 200
+    assert answer.json() == {"status": True, "message": f"Connected to Metronome at {simulator.url}."}

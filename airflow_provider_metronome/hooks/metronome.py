@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import itertools
-import logging
 import math
 import threading
 import time
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -15,39 +13,46 @@ from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import requests
-import requests.auth
 from pydantic import ValidationError
-from requests.adapters import HTTPAdapter
-from tenacity import RetryCallState
 
-from airflow_provider_metronome import __version__
+from airflow_provider_metronome import CONNECTION_EXTRAS
 from airflow_provider_metronome._compat import BaseHook, mask_secret
 from airflow_provider_metronome.exceptions import (
     MetronomeAPIError,
+    MetronomeRateLimitError,
     MetronomeResponseError,
     MetronomeTransientError,
     error_for_status,
 )
-from airflow_provider_metronome.models import CostWindow, Customer, InvoiceBreakdown, MetronomeModel, Page
-from airflow_provider_metronome.retry import (
-    RETRYABLE_EXCEPTIONS,
-    RetryableStatus,
-    RetryPolicy,
-    should_retry_status,
+from airflow_provider_metronome.hooks.rate import (
+    DEFAULT_GIVE_UP_AFTER,
+    RateController,
+    RateSnapshot,
+    account_controller,
 )
-from airflow_provider_metronome.window import TimestampLike, check_range, format_timestamp
+from airflow_provider_metronome.hooks.retry import RetryPolicy, Verdict
+from airflow_provider_metronome.hooks.transport import AttemptFailed, QueryValue, new_session, send
+from airflow_provider_metronome.models import CostWindow, Customer, InvoiceBreakdown, MetronomeModel, Page
+from airflow_provider_metronome.utils.validation import (
+    MAX_PAGE_SIZE,
+    SOURCES,
+    Source,
+    check_customer_id,
+    check_page_size,
+    check_positive_number,
+    check_source,
+)
+from airflow_provider_metronome.utils.window import TimestampLike, check_range, format_timestamp
 
 DEFAULT_BASE_URL = "https://api.metronome.com"
-MAX_PAGE_SIZE = 100
 # A cursor chain of empty pages this long is a server bug, not data: stop instead of looping.
 MAX_CONSECUTIVE_EMPTY_PAGES = 50
-
-Source = Literal["costs", "invoice_breakdowns"]
-SOURCES: tuple[Source, ...] = ("costs", "invoice_breakdowns")
+# No real answer reaches these page counts; a cursor that goes on past them never ends.
+MAX_LIST_PAGES = 100_000  # ten million customers
+MAX_INVOICES_PER_WINDOW = 100  # one per contract and credit type
+BREAKDOWN_WINDOWS_PER_PAGE = {"day": 35, "hour": 24}
 
 ModelT = TypeVar("ModelT", bound=MetronomeModel)
-# Lists go as one comma-separated value, as Metronome's own SDK sends them.
-QueryValue = str | int
 
 
 @dataclass(frozen=True)
@@ -61,83 +66,52 @@ class MetronomeSettings:
     max_retries: int = 2
     max_retry_wait: float = 60.0
     pool_size: int = 32
+    requests_per_second: float | None = None
+    rate_limit_timeout: float = DEFAULT_GIVE_UP_AFTER
+
+    def __post_init__(self) -> None:
+        # Integer extras arrive as floats from JSON or the form; the pool and the retry loop want ints.
+        object.__setattr__(self, "max_retries", int(self.max_retries))
+        object.__setattr__(self, "pool_size", int(self.pool_size))
 
 
-def normalize_base_url(host: str | None, port: int | None = None) -> str:
+def normalize_base_url(host: str | None, port: int | None = None, *, conn_id: str = "") -> str:
     """``api.metronome.com``, ``https://api.metronome.com/`` and ``.../v1`` all mean the same API root."""
     raw = (host or "").strip() or DEFAULT_BASE_URL
     if "://" not in raw:
         raw = f"https://{raw}"
-    parts = urlsplit(raw)
+    where = f"The Airflow connection {conn_id!r} has host" if conn_id else "The connection host"
+    try:
+        parts = urlsplit(raw)
+        explicit_port = parts.port
+    except ValueError as err:  # a port that is not a number, a malformed IPv6 address
+        raise ValueError(
+            f"{where} {host!r}, which is not a valid URL ({err}); use e.g. {DEFAULT_BASE_URL}."
+        ) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"The connection host {host!r} is not an http(s) URL; use e.g. {DEFAULT_BASE_URL}.")
-    netloc = parts.netloc if parts.port or not port else f"{parts.netloc}:{port}"
+        raise ValueError(f"{where} {host!r}, which is not an http(s) URL; use e.g. {DEFAULT_BASE_URL}.")
+    if port is not None and not 0 <= port <= 65535:
+        raise ValueError(f"{where} port {port!r}, which is not a TCP port (1 to 65535).")
+    # Port 0 is what a form sends for a hidden, empty port field: no port.
+    netloc = parts.netloc if explicit_port or not port else f"{parts.netloc}:{port}"
     path = parts.path.rstrip("/")
     if path.endswith("/v1"):
         path = path[: -len("/v1")]
     return f"{parts.scheme}://{netloc}{path}"
 
 
-def validate_customer_id(customer_id: str) -> str:
-    """Fail before any request when a customer id is not a UUID (Metronome ids always are)."""
-    try:
-        return str(uuid.UUID(str(customer_id)))
-    except (ValueError, AttributeError, TypeError):
-        raise ValueError(
-            f"customer_id={customer_id!r} is not a Metronome customer id; it must be a UUID such as "
-            "'d7abd0cd-4ae9-4db7-8676-e986a4ebd8dc' (an ingest alias or external id will not work)."
-        ) from None
+@dataclass
+class RequestStats:
+    """What one hook sent: every attempt, and how many of them the account's rate limit turned away."""
 
+    sent: int = 0
+    throttled: int = 0
+    started: float = field(default_factory=time.monotonic)
 
-def validate_page_size(page_size: int) -> int:
-    if isinstance(page_size, bool) or not isinstance(page_size, int) or not 1 <= page_size <= MAX_PAGE_SIZE:
-        raise ValueError(f"page_size={page_size!r} must be an integer from 1 to {MAX_PAGE_SIZE}.")
-    return page_size
-
-
-def _sleep(seconds: float) -> None:
-    time.sleep(seconds)
-
-
-class BearerAuth(requests.auth.AuthBase):
-    """``Authorization: Bearer <token>`` on every request; the token stays out of ``repr``."""
-
-    def __init__(self, token: str) -> None:
-        self._token = token
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        request.headers["Authorization"] = f"Bearer {self._token}"
-        return request
-
-    def __repr__(self) -> str:
-        return "BearerAuth(***)"
-
-
-class RequestThrottle:
-    """Spaces request starts at least ``1 / requests_per_second`` apart, across threads.
-
-    :param requests_per_second: the cap; None or 0 means no cap.
-    """
-
-    def __init__(self, requests_per_second: float | None) -> None:
-        if requests_per_second is not None and requests_per_second < 0:
-            raise ValueError(
-                f"requests_per_second={requests_per_second!r} must be positive (or None for no cap)."
-            )
-        self.interval = 1.0 / requests_per_second if requests_per_second else 0.0
-        self._next_start = 0.0
-        self._lock = threading.Lock()
-
-    def wait(self) -> None:
-        """Block until this caller may start a request."""
-        if not self.interval:
-            return
-        with self._lock:
-            now = time.monotonic()
-            start = max(now, self._next_start)
-            self._next_start = start + self.interval
-        if start > now:
-            time.sleep(start - now)
+    @property
+    def rate(self) -> float:
+        """Requests sent per second since the hook was made."""
+        return self.sent / max(time.monotonic() - self.started, 1e-9)
 
 
 class MetronomeHook(BaseHook):
@@ -146,14 +120,17 @@ class MetronomeHook(BaseHook):
     The connection's host is the API base URL (default ``https://api.metronome.com``, with or
     without scheme or a trailing ``/v1``) and its password is the API token. Optional extras:
     ``timeout`` (read timeout in seconds, default 60), ``connect_timeout`` (default 5),
-    ``max_retries`` (default 2), ``max_retry_wait`` (longest ``Retry-After`` honoured, default 60)
-    and ``pool_size`` (keep-alive connections for concurrent calls, default 32).
+    ``max_retries`` (retries of failures, not of 429s; default 2), ``max_retry_wait`` (longest
+    ``Retry-After`` honoured, default 60), ``pool_size`` (keep-alive connections for concurrent
+    calls, default 32), ``requests_per_second`` (the account's known rate budget, shared by every
+    task of the connection in a process; default: discover it) and ``rate_limit_timeout`` (seconds
+    of nothing but 429s after which a request fails; default 300).
 
     Naive datetimes passed to any method are read as UTC.
 
     :param metronome_conn_id: The Airflow connection to use.
-    :param requests_per_second: Optional client-side cap on requests (all threads together,
-        retries included) for accounts with a negotiated rate limit.
+    :param requests_per_second: Optional cap on this hook's own requests (all threads together,
+        retries included), below the account's budget.
     """
 
     conn_name_attr = "metronome_conn_id"
@@ -166,8 +143,12 @@ class MetronomeHook(BaseHook):
     ) -> None:
         super().__init__()
         self.metronome_conn_id = metronome_conn_id
-        self.iteration_log_level = logging.INFO
-        self._throttle = RequestThrottle(requests_per_second)
+        cap = check_positive_number(
+            "requests_per_second", requests_per_second, unit="requests per second", none_means="no cap"
+        )
+        self._task_cap = RateController(cap, adaptive=False) if cap is not None else None
+        self.stats = RequestStats()
+        self._stats_lock = threading.Lock()
         self._session: requests.Session | None = None
         self._session_lock = threading.Lock()
 
@@ -205,7 +186,9 @@ class MetronomeHook(BaseHook):
                 f"The Airflow connection {conn_id!r} has no API token: put the Metronome "
                 "API token in its password field."
             )
-        mask_secret(token)
+        if token != conn.password:
+            # Airflow masks the password as stored; the stripped token is a different string.
+            mask_secret(token)
         if not (token.isascii() and token.isprintable()) or any(char.isspace() for char in token):
             # Checked here because requests would quote the whole header, token included, in its error.
             raise ValueError(
@@ -213,14 +196,12 @@ class MetronomeHook(BaseHook):
                 "characters; paste the token again without them."
             )
         extras = conn.extra_dejson
+        values = {name: _extra_number(conn_id, extras, name) for name in CONNECTION_EXTRAS}
         return MetronomeSettings(
-            base_url=normalize_base_url(conn.host, conn.port),
+            base_url=normalize_base_url(conn.host, conn.port, conn_id=conn_id),
             token=token,
-            timeout=_extra_number(conn_id, extras, "timeout", 60.0, positive=True),
-            connect_timeout=_extra_number(conn_id, extras, "connect_timeout", 5.0, positive=True),
-            max_retries=int(_extra_number(conn_id, extras, "max_retries", 2, integer=True)),
-            max_retry_wait=_extra_number(conn_id, extras, "max_retry_wait", 60.0),
-            pool_size=int(_extra_number(conn_id, extras, "pool_size", 32, integer=True, positive=True)),
+            # Whole numbers arrive as floats; __post_init__ turns them into ints.
+            **{name: value for name, value in values.items() if value is not None},  # type: ignore[arg-type]
         )
 
     @cached_property
@@ -236,19 +217,7 @@ class MetronomeHook(BaseHook):
 
     def _new_session(self) -> requests.Session:
         settings = self.settings
-        session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=settings.pool_size, max_retries=0)
-        session.mount("https://", adapter)
-        session.mount("http://", adapter)
-        # As the session's auth (not a default header) so that requests never swaps in ~/.netrc credentials.
-        session.auth = BearerAuth(settings.token)
-        session.headers.update(
-            {
-                "Accept": "application/json",
-                "User-Agent": f"airflow-provider-metronome/{__version__} python-requests/{requests.__version__}",
-            }
-        )
-        return session
+        return new_session(settings.token, settings.base_url, settings.pool_size)
 
     def close(self) -> None:
         """Close the pooled connections (a new session is opened on next use)."""
@@ -267,76 +236,152 @@ class MetronomeHook(BaseHook):
 
     # -- HTTP ---------------------------------------------------------------------------------
 
-    def get(self, path: str, params: Mapping[str, QueryValue] | None = None) -> requests.Response:
-        """GET ``path`` (for example ``/v1/customers``) with the retry policy; raise on any error answer."""
-        url = self.settings.base_url + path
-        timeout = (self.settings.connect_timeout, self.settings.timeout)
-        session = self.get_conn()
-        attempt = 0
+    @cached_property
+    def rate_controller(self) -> RateController:
+        """The process's one rate controller for this connection's account."""
+        settings = self.settings
+        return account_controller(
+            self.metronome_conn_id,
+            settings.base_url,
+            max_rate=settings.requests_per_second,
+            give_up_after=settings.rate_limit_timeout,
+        )
 
-        def send() -> requests.Response:
-            nonlocal attempt
-            attempt += 1
-            self._throttle.wait()
+    def rate_snapshot(self) -> RateSnapshot:
+        """The account's current request rate (None: unpaced) and its 429 count in this process."""
+        return self.rate_controller.snapshot()
+
+    def get(self, path: str, params: Mapping[str, QueryValue] | None = None) -> requests.Response:
+        """GET ``path`` (for example ``/v1/customers``) under the rate controller and the retry policy.
+
+        429 answers wait for the rate controller and are sent again for as long as any request of the
+        account still succeeds now and then (``rate_limit_timeout``); failures (5xx, 408, 409, no
+        answer) are retried ``max_retries`` times. Any other error answer raises at once.
+        """
+        settings = self.settings
+        url = settings.base_url + path
+        session = self.get_conn()
+        policy = self.retry_policy
+        first_sent = time.monotonic()
+        failures = 0
+        while True:
+            sent_at = self._wait_for_turn()
             started = time.monotonic()
-            response = session.get(url, params=params, timeout=timeout)
+            try:
+                response = send(
+                    session, url, params, connect_timeout=settings.connect_timeout, timeout=settings.timeout
+                )
+            except AttemptFailed as failure:
+                if not failure.retryable:
+                    error = MetronomeResponseError if failure.malformed else MetronomeAPIError
+                    raise error(self._scrub(failure.cause), method="GET", path=path) from None
+                failures = self._count_failure(path, failures, None, failure.cause)
+                continue
             self.log.debug(
                 "GET %s -> %s in %.3f s (attempt %d)",
                 path,
                 response.status_code,
                 time.monotonic() - started,
-                attempt,
+                failures + 1,
             )
-            if response.status_code >= 400 and should_retry_status(response):
-                raise RetryableStatus(response)
+            verdict = policy.verdict(response)
+            if verdict is Verdict.THROTTLED:
+                self._on_throttled(path, response, sent_at, first_sent)
+                continue
+            if verdict is Verdict.RETRY:
+                failures = self._count_failure(path, failures, response, f"HTTP {response.status_code}")
+                continue
+            if response.is_redirect:
+                raise self._redirect_error(response, path)
+            if response.status_code >= 400:
+                message = self._scrub(_error_message(response))
+                raise error_for_status(
+                    response.status_code, message, method="GET", path=path, retried=failures > 0
+                )
+            self.rate_controller.on_success()
             return response
 
-        retried = False
-        try:
-            response = self.retry_policy.retrying(before_sleep=self._log_retry(path), sleep=_sleep)(send)
-        except RetryableStatus as last:
-            response, retried = last.response, True
-        except RETRYABLE_EXCEPTIONS as err:
+    def _redirect_error(self, response: requests.Response, path: str) -> MetronomeAPIError:
+        """Metronome's API never redirects: a redirect means the host points somewhere else."""
+        location = response.headers.get("Location", "")
+        target = urlsplit(requests.compat.urljoin(response.url, location))
+        ours = urlsplit(self.settings.base_url)
+        if target.hostname != ours.hostname:
+            cause = (
+                f"Metronome answered with a redirect to {target.hostname}; the token is not sent to other "
+                "hosts: check the connection's host"
+            )
+        else:
+            cause = (
+                f"Metronome answered with a redirect to {location}; check the connection's host and scheme"
+            )
+        return MetronomeAPIError(cause, status_code=response.status_code, method="GET", path=path)
+
+    def _wait_for_turn(self) -> float:
+        """Wait for this task's own cap, then for the account's controller; count the attempt."""
+        if self._task_cap is not None:
+            self._task_cap.acquire()
+        sent_at = self.rate_controller.acquire()
+        with self._stats_lock:
+            self.stats.sent += 1
+        return sent_at
+
+    def _on_throttled(
+        self, path: str, response: requests.Response, sent_at: float, first_sent: float
+    ) -> None:
+        controller = self.rate_controller
+        controller.on_throttled(sent_at, self.retry_policy.requested_wait(response))
+        with self._stats_lock:
+            self.stats.throttled += 1
+        stalled = controller.seconds_without_success(since=first_sent)
+        if stalled >= controller.give_up_after:
+            raise MetronomeRateLimitError(
+                f"the account's rate limit answered 429 to every request for {stalled:.0f} s (no request "
+                "of this connection succeeded meanwhile). Other tasks or integrations may be using the "
+                "account's budget: run fewer tasks at once (an Airflow pool), lower max_workers, set the "
+                "connection extra requests_per_second to the account's budget, or raise the connection "
+                "extra rate_limit_timeout",
+                status_code=response.status_code,
+                method="GET",
+                path=path,
+            )
+
+    def _count_failure(
+        self,
+        path: str,
+        failures: int,
+        response: requests.Response | None,
+        cause: str,
+    ) -> int:
+        """Wait before retrying a failed attempt, or raise once the retries are spent."""
+        policy = self.retry_policy
+        if failures >= policy.max_retries:
+            if response is not None:
+                raise error_for_status(
+                    response.status_code,
+                    self._scrub(_error_message(response)),
+                    method="GET",
+                    path=path,
+                    retried=True,
+                )
             raise MetronomeTransientError(
-                f"no answer from {self.settings.base_url} after {attempt} attempt(s) ({type(err).__name__})",
-                method="GET",
-                path=path,
-            ) from None
-        except requests.RequestException as err:
-            # Not retryable (an invalid URL, too many redirects): the request itself cannot work.
-            raise MetronomeAPIError(
-                self._scrub(f"the request could not be sent ({type(err).__name__}: {err})"),
-                method="GET",
-                path=path,
-            ) from None
-        if response.status_code >= 400:
-            message = self._scrub(_error_message(response))
-            raise error_for_status(response.status_code, message, method="GET", path=path, retried=retried)
-        return response
+                self._scrub(f"no answer after {failures + 1} attempt(s): {cause}"), method="GET", path=path
+            )
+        wait = policy.wait_before_retry(response, failures)
+        self.log.warning(
+            "Metronome GET %s failed (%s); retry %d of %d in %.2f s",
+            path,
+            cause,
+            failures + 1,
+            policy.max_retries,
+            wait,
+        )
+        RetryPolicy.sleep(wait)
+        return failures + 1
 
     def _scrub(self, text: str) -> str:
         """Hide the token should a server or library echo it back, so no exception text carries it."""
         return text.replace(self.settings.token, "***")
-
-    def _log_retry(self, path: str) -> Any:
-        def before_sleep(state: RetryCallState) -> None:
-            error = state.outcome.exception() if state.outcome else None
-            cause = (
-                f"HTTP {error.response.status_code}"
-                if isinstance(error, RetryableStatus)
-                else type(error).__name__
-            )
-            wait = state.next_action.sleep if state.next_action else 0.0
-            self.log.warning(
-                "Metronome GET %s failed (%s); retry %d of %d in %.2f s",
-                path,
-                cause,
-                state.attempt_number,
-                self.retry_policy.max_retries,
-                wait,
-            )
-
-        return before_sleep
 
     # -- Pagination ---------------------------------------------------------------------------
 
@@ -347,14 +392,16 @@ class MetronomeHook(BaseHook):
         model: type[ModelT],
         *,
         page_size: int = MAX_PAGE_SIZE,
+        max_pages: int = MAX_LIST_PAGES,
     ) -> Iterator[ModelT]:
         """Yield every item of a list endpoint, following ``next_page`` cursors.
 
         Each request re-sends ``params`` with the cursor. The walk stops when the cursor is null,
         missing or empty, continues past empty pages that still carry a cursor, and raises
-        :class:`MetronomeResponseError` if a cursor repeats (a server bug that would loop forever).
+        :class:`MetronomeResponseError` if a cursor repeats, if too many empty pages follow one
+        another, or past ``max_pages`` pages (server bugs that would loop forever).
         """
-        validate_page_size(page_size)
+        check_page_size(page_size)
         page_type = Page[model]  # type: ignore[valid-type]
         query: dict[str, QueryValue] = {**params, "limit": page_size}
         seen_cursors: set[str] = set()
@@ -381,14 +428,21 @@ class MetronomeHook(BaseHook):
                     method="GET",
                     path=path,
                 )
+            if cursor and pages >= max_pages:
+                raise MetronomeResponseError(
+                    f"still a next_page cursor after {pages} pages, more than any real answer has; "
+                    "the server's cursor never ends, stopping",
+                    status_code=response.status_code,
+                    method="GET",
+                    path=path,
+                )
             items += len(page.data)
             yield from page.data
             if not cursor:
                 break
             seen_cursors.add(cursor)
             query["next_page"] = cursor
-        self.log.log(
-            self.iteration_log_level,
+        self.log.debug(
             "Read %d %s in %d page(s) from %s in %.2f s",
             items,
             model.__name__,
@@ -409,8 +463,8 @@ class MetronomeHook(BaseHook):
         :param customer_ids: only these customers (Metronome accepts up to 100 per request; longer
             lists are sent in batches).
         """
-        ids = [validate_customer_id(cid) for cid in customer_ids] if customer_ids is not None else None
-        validate_page_size(page_size)
+        ids = [check_customer_id(cid) for cid in customer_ids] if customer_ids is not None else None
+        check_page_size(page_size)
         states = ["false", "true"] if include_archived else ["false"]
         batches: list[list[str] | None] = (
             [ids[i : i + MAX_PAGE_SIZE] for i in range(0, len(ids), MAX_PAGE_SIZE)]
@@ -429,6 +483,10 @@ class MetronomeHook(BaseHook):
             self.paginate("/v1/customers", params, Customer, page_size=page_size) for params in queries
         )
 
+    def list_active_customer_ids(self) -> list[str]:
+        """The ids of every active customer, sorted (the order every task writes customers in)."""
+        return sorted(customer.id for customer in self.iter_customers())
+
     def iter_costs(
         self,
         customer_id: str,
@@ -441,8 +499,10 @@ class MetronomeHook(BaseHook):
         ``GET /v1/customers/{id}/costs`` (Metronome Plans). Customers whose plan has a UNIQUE-type
         billable metric get a :class:`~airflow_provider_metronome.exceptions.MetronomeClientError`.
         """
-        path, params = self._range_request(customer_id, "costs", starting_on, ending_before, page_size)
-        return self.paginate(path, params, CostWindow, page_size=page_size)
+        path, params, days = self._range_request(customer_id, "costs", starting_on, ending_before, page_size)
+        # One window per day.
+        max_pages = math.ceil(days / page_size) + MAX_CONSECUTIVE_EMPTY_PAGES
+        return self.paginate(path, params, CostWindow, page_size=page_size, max_pages=max_pages)
 
     def iter_invoice_breakdowns(
         self,
@@ -471,8 +531,13 @@ class MetronomeHook(BaseHook):
             raise ValueError(f"window_size={window_size!r} must be 'day' or 'hour'.")
         if sort not in (None, "date_asc", "date_desc"):
             raise ValueError(f"sort={sort!r} must be 'date_asc' or 'date_desc'.")
-        path, params = self._range_request(
+        path, params, days = self._range_request(
             customer_id, "invoices/breakdowns", starting_on, ending_before, page_size
+        )
+        windows = days * (24 if window_size == "hour" else 1)
+        max_pages = MAX_CONSECUTIVE_EMPTY_PAGES + max(
+            math.ceil(windows * MAX_INVOICES_PER_WINDOW / page_size),
+            math.ceil(windows / BREAKDOWN_WINDOWS_PER_PAGE[window_size]),
         )
         params["window_size"] = window_size
         if credit_type_id is not None:
@@ -483,17 +548,18 @@ class MetronomeHook(BaseHook):
             params["skip_zero_qty_line_items"] = "true" if skip_zero_qty_line_items else "false"
         if sort is not None:
             params["sort"] = sort
-        return self.paginate(path, params, InvoiceBreakdown, page_size=page_size)
+        return self.paginate(path, params, InvoiceBreakdown, page_size=page_size, max_pages=max_pages)
 
     def iter_source(
         self, source: Source, customer_id: str, starting_on: TimestampLike, ending_before: TimestampLike
     ) -> Iterator[CostWindow | InvoiceBreakdown]:
         """Yield one customer's daily records from ``source``: ``"costs"`` or ``"invoice_breakdowns"``."""
-        if source == "costs":
+        if check_source(source) == "costs":
             return self.iter_costs(customer_id, starting_on, ending_before)
-        if source == "invoice_breakdowns":
-            return self.iter_invoice_breakdowns(customer_id, starting_on, ending_before, window_size="day")
-        raise ValueError(f"source={source!r} must be one of {', '.join(map(repr, SOURCES))}.")
+        # Sent explicitly: Metronome's docs contradict themselves on the default order.
+        return self.iter_invoice_breakdowns(
+            customer_id, starting_on, ending_before, window_size="day", sort="date_asc"
+        )
 
     def _range_request(
         self,
@@ -502,14 +568,16 @@ class MetronomeHook(BaseHook):
         starting_on: TimestampLike,
         ending_before: TimestampLike,
         page_size: int,
-    ) -> tuple[str, dict[str, QueryValue]]:
-        """Validate a per-customer date-range request before anything is sent."""
-        customer = validate_customer_id(customer_id)
+    ) -> tuple[str, dict[str, QueryValue], int]:
+        """Validate a per-customer date-range request before anything is sent; also the days it spans."""
+        customer = check_customer_id(customer_id)
         start, end = check_range(starting_on, ending_before)
-        validate_page_size(page_size)
+        check_page_size(page_size)
+        days = math.ceil((end - start).total_seconds() / 86400)
         return (
             f"/v1/customers/{customer}/{resource}",
             {"starting_on": format_timestamp(start), "ending_before": format_timestamp(end)},
+            days,
         )
 
 
@@ -520,33 +588,29 @@ def _connection_type_info() -> dict[str, Any]:
     return info
 
 
-def _extra_number(
-    conn_id: str,
-    extras: Mapping[str, Any],
-    name: str,
-    default: float,
-    *,
-    integer: bool = False,
-    positive: bool = False,
-) -> float:
-    """Read a numeric extra (a number or a numeric string), also under Airflow 2's ``extra__metronome__`` prefix."""
+def _extra_number(conn_id: str, extras: Mapping[str, Any], name: str) -> float | None:
+    """A numeric extra (a number or a numeric string) within its schema's bounds; None when not set.
+
+    Also read under Airflow 2's ``extra__metronome__`` prefix.
+    """
     raw = extras.get(name, extras.get(f"extra__metronome__{name}"))
     if raw is None or raw == "":
-        return default
+        return None
+    schema = CONNECTION_EXTRAS[name]["schema"]
+    integer = "integer" in schema["type"]
     try:
         number = math.nan if isinstance(raw, bool) else float(raw)
     except (TypeError, ValueError):
         number = math.nan
-    if (
-        not math.isfinite(number)
-        or number < 0
-        or (positive and number == 0)
-        or (integer and not number.is_integer())
-    ):
+    low = schema.get("exclusiveMinimum", schema.get("minimum"))
+    high = schema["maximum"]
+    too_low = number <= low if "exclusiveMinimum" in schema else number < low
+    if not math.isfinite(number) or too_low or number > high or (integer and not number.is_integer()):
         kind = "a whole number" if integer else "a number"
-        bound = "greater than 0" if positive else "0 or more"
+        bound = f"above {low}" if "exclusiveMinimum" in schema else f"from {low}"
         raise ValueError(
-            f"The Airflow connection {conn_id!r} has extra {name}={raw!r}; it must be {kind}, {bound}."
+            f"The Airflow connection {conn_id!r} has extra {name}={raw!r}; it must be {kind} {bound} "
+            f"up to {high}."
         )
     return number
 
@@ -555,10 +619,17 @@ def _parse(page_type: type[Page[Any]], response: requests.Response, path: str) -
     try:
         return page_type.model_validate_json(response.content)
     except ValidationError as err:
-        problem = err.errors(include_url=False, include_input=False)[0]
+        problems = err.errors(include_url=False, include_input=False)
+        # A union (an int or a float) reports each branch: the float's complaint says the most.
+        problem = next((p for p in problems if p["type"] == "finite_number"), problems[0])
         where = ".".join(str(part) for part in problem["loc"]) or "body"
+        what = (
+            "holds a value outside JSON (NaN or Infinity)"
+            if problem["type"] == "finite_number"
+            else "is not the documented JSON"
+        )
         raise MetronomeResponseError(
-            f"the answer is not the documented JSON ({where}: {problem['msg']})",
+            f"the answer {what} ({where}: {problem['msg']})",
             status_code=response.status_code,
             method="GET",
             path=path,
@@ -577,4 +648,4 @@ def _error_message(response: requests.Response) -> str:
     return text[:200] if text else (response.reason or "no message")
 
 
-__all__ = ["DEFAULT_BASE_URL", "SOURCES", "MetronomeHook", "MetronomeSettings", "Source"]
+__all__ = ["DEFAULT_BASE_URL", "SOURCES", "MetronomeHook", "MetronomeSettings", "RequestStats", "Source"]

@@ -1,63 +1,60 @@
-"""MetronomeCostsOperator: one logical day of Metronome costs per run, to XCom or object storage."""
+"""MetronomeCostsOperator: a window of Metronome costs per run, to XCom, one object, or one object per day."""
 
 from __future__ import annotations
 
-import json
-import logging
-import time
-from collections import deque
-from collections.abc import Generator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+import datetime as dt
+from collections.abc import Sequence
 from contextlib import closing
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from airflow_provider_metronome._compat import (
-    AIRFLOW_V3,
-    AirflowFailException,
+    AirflowException,
     Asset,
     BaseOperator,
     BaseOperatorLink,
     Context,
     XCom,
 )
-from airflow_provider_metronome.arguments import (
-    DEFAULT_MAX_WORKERS,
-    CustomerErrorPolicy,
-    check_literal_customer_ids,
-    check_literal_window,
-    is_skippable_customer_error,
-    is_templated,
-    parse_customer_ids,
-    validate_customer_error_policy,
-    validate_max_workers,
-    validate_source,
-)
-from airflow_provider_metronome.exceptions import MetronomeClientError
-from airflow_provider_metronome.hooks.metronome import MetronomeHook, Source
-from airflow_provider_metronome.output import (
+from airflow_provider_metronome.hooks.metronome import MetronomeHook
+from airflow_provider_metronome.utils.fetch import CustomerResult, DayObjects, FetchProgress, fetch_customers
+from airflow_provider_metronome.utils.records import DayRecords, to_day_records
+from airflow_provider_metronome.utils.sinks import DaySplitSink, ObjectSink, RecordSink, XComSink
+from airflow_provider_metronome.utils.storage import (
     AtomicJsonLinesWriter,
+    check_output_uri,
+    open_output,
     placeholders_in,
     public_uri,
     render_output_uri,
-    storage_path,
-    validate_output_uri,
 )
-from airflow_provider_metronome.records import (
-    Record,
+from airflow_provider_metronome.utils.validation import (
+    DEFAULT_MAX_WORKERS,
+    CustomerErrorPolicy,
     RecordFormat,
-    encode_record,
-    in_window_order,
-    to_records,
-    validate_record_format,
+    Source,
+    check_choice,
+    check_customer_error_policy,
+    check_customer_ids,
+    check_int,
+    check_literal_customer_ids,
+    check_max_workers,
+    check_positive_number,
+    check_record_format,
+    check_source,
+    is_templated,
 )
-from airflow_provider_metronome.window import DayWindow, TimestampLike, resolve_window
+from airflow_provider_metronome.utils.window import DayWindow, TimestampLike, resolve_window
 
 DEFAULT_MAX_XCOM_BYTES = 1_048_576
+# The largest window a run accepts. One /costs request covers it (100 daily windows a page) and
+# breakdowns need 3 (35 days a page); a quarter or a 90-day history fits. Memory grows with it:
+# every customer in flight holds its whole window, and a split run keeps one spool file per day.
+MAX_WINDOW_DAYS = 100
+MissingDaysPolicy = Literal["fail", "accept"]
+ONE_DAY = dt.timedelta(days=1)
+MISSING_DAYS_POLICIES: tuple[MissingDaysPolicy, ...] = ("fail", "accept")
 METRONOME_APP_CUSTOMER_URL = "https://app.metronome.com/customers/{customer_id}"
 CUSTOMER_LINK_XCOM_KEY = "metronome_customer_url"
-# Above this many customers the hook's one-line summary per customer would flood the task log.
-PER_CUSTOMER_LOG_LIMIT = 10
 # Skipped customers' messages go to XCom: keep each one short.
 MAX_SKIP_MESSAGE = 300
 
@@ -72,10 +69,7 @@ class MetronomeCustomerLink(BaseOperatorLink):
         return CUSTOMER_LINK_XCOM_KEY
 
     def get_link(self, operator: Any, *, ti_key: Any) -> str:
-        if AIRFLOW_V3:
-            # Called in the worker once the task ran, on the rendered task; the UI shows what it returns.
-            return customer_url(getattr(operator, "customer_ids", None))
-        # Airflow 2 calls it in the webserver on the unrendered task: read what execute() pushed.
+        # What execute() pushed: Airflow 2 asks in the webserver, Airflow 3 in the worker after the run.
         url = XCom.get_value(ti_key=ti_key, key=CUSTOMER_LINK_XCOM_KEY)
         return url if isinstance(url, str) else ""
 
@@ -83,51 +77,10 @@ class MetronomeCustomerLink(BaseOperatorLink):
 def customer_url(customer_ids: object) -> str:
     """The Metronome app page of the customer when ``customer_ids`` names exactly one, else ``""``."""
     try:
-        ids = parse_customer_ids(customer_ids)
+        ids = check_customer_ids(customer_ids)
     except (TypeError, ValueError):
         return ""
     return METRONOME_APP_CUSTOMER_URL.format(customer_id=ids[0]) if ids and len(ids) == 1 else ""
-
-
-@dataclass
-class _CustomerResult:
-    customer_id: str
-    records: list[Record] = field(default_factory=list)
-    skipped: MetronomeClientError | None = None
-
-
-class _Progress:
-    """Logs customers done / total, records and rate, at most once per ``interval`` seconds."""
-
-    def __init__(self, log: Any, total: int, interval: float) -> None:
-        self.log = log
-        self.total = total
-        self.interval = interval
-        self.done = 0
-        self.records = 0
-        self.started = self._last = time.monotonic()
-
-    def advance(self, records: int) -> None:
-        self.done += 1
-        self.records += records
-        now = time.monotonic()
-        if self.done < self.total and now - self._last >= self.interval:
-            self._last = now
-            self._report("Progress")
-
-    def finish(self) -> None:
-        self._report("Done")
-
-    def _report(self, label: str) -> None:
-        elapsed = max(time.monotonic() - self.started, 1e-9)
-        self.log.info(
-            "%s: %d/%d customers, %d records, %.1f customers/s",
-            label,
-            self.done,
-            self.total,
-            self.records,
-            self.done / elapsed,
-        )
 
 
 class MetronomeCostsOperator(BaseOperator):
@@ -137,11 +90,32 @@ class MetronomeCostsOperator(BaseOperator):
     it is not empty; otherwise the whole UTC day before the logical date (Airflow 3 ``@daily``
     schedules and manual runs). It must be whole UTC days.
 
+    A window may span up to :data:`MAX_WINDOW_DAYS` (100) days; each customer's whole window is
+    fetched in as few requests as the endpoint allows (``/costs``: 100 days a request; breakdowns:
+    35). Longer windows are refused before any request: split them into monthly runs.
+
     Without ``output_uri`` the records are the task's return value (XCom), up to ``max_xcom_bytes``.
     With it, they are written as JSON Lines (gzip when the name ends in ``.gz``) atomically, and the
-    return value is a manifest: ``uri, source, record_format, window, customers, records, bytes,
-    skipped``. Records are ordered by customer id, then window start, so the same answers always give
-    the same bytes, and re-running a day replaces its object.
+    return value is a manifest: ``uri, source, record_format, window, customers`` (those with at
+    least one record written), ``records, bytes, changed, missing_days, skipped``. Records are
+    ordered by customer id, then window start, so the same answers always give the same bytes. A
+    re-run whose bytes equal the stored object's leaves it untouched (``changed`` is False);
+    otherwise it replaces it.
+
+    With ``split_by_day=True`` the window is still fetched once per customer, but written as one
+    object per UTC day (``output_uri`` must hold ``{date}``), each byte-identical to what a one-day
+    run of that day writes, so history loads, daily runs and restatements share one layout. Days
+    are written after every customer was fetched and checked, each atomically; days whose bytes did
+    not change are left untouched. The manifest has ``objects`` (per day: ``date, uri, customers,
+    records, bytes, changed``) and ``changed_days`` instead of ``uri``/``changed``.
+
+    Before anything is written, each customer's answer must tile the window: a window outside it, or
+    the same window (costs) or invoice (breakdowns) twice for a day, fails the task with a
+    ``MetronomeResponseError`` naming the customer, the endpoint and the day. A day without any
+    object for a customer means Metronome has not produced it yet: see ``on_missing_days``.
+
+    Killed (SIGTERM, or ``execution_timeout``), the task stops fetching and discards its upload: the
+    previous object stays as it was.
 
     :param customer_ids: One Metronome customer id, a list of ids, or None for every active customer
         (listed through the API). Templated; a rendered string may be one id, ids separated by commas,
@@ -162,6 +136,13 @@ class MetronomeCostsOperator(BaseOperator):
     :param on_customer_error: ``"fail"``: any customer error fails the task and nothing is written.
         ``"skip"``: customers answering a non-retryable 4xx (other than 401/403) are skipped, logged and
         listed in the manifest; errors that outlast the retries still fail the task.
+    :param on_missing_days: ``"fail"`` (default): when some customer has no object for a day of the
+        window, the task fails before writing anything, naming the customer and the days, and is
+        retried like any failure; put a ``MetronomeCostsSensor`` before it to wait for the day
+        instead. ``"accept"``: write what Metronome has; the manifest's ``missing_days`` lists, per
+        day, the customers without it.
+    :param split_by_day: Write one object per UTC day of the window through ``output_uri``'s
+        ``{date}`` (see above) instead of one object for the whole window.
     :param output_conn_id: Airflow connection of the object store (or put it in the URL as ``conn_id@``).
     :param max_xcom_bytes: Largest XCom return value, in bytes of JSON; above it the task fails and
         asks for ``output_uri``.
@@ -186,6 +167,8 @@ class MetronomeCostsOperator(BaseOperator):
         max_workers: int = DEFAULT_MAX_WORKERS,
         requests_per_second: float | None = None,
         on_customer_error: CustomerErrorPolicy = "fail",
+        on_missing_days: MissingDaysPolicy = "fail",
+        split_by_day: bool = False,
         output_conn_id: str | None = None,
         max_xcom_bytes: int = DEFAULT_MAX_XCOM_BYTES,
         **kwargs: Any,
@@ -201,6 +184,8 @@ class MetronomeCostsOperator(BaseOperator):
         self.max_workers = max_workers
         self.requests_per_second = requests_per_second
         self.on_customer_error = on_customer_error
+        self.on_missing_days = on_missing_days
+        self.split_by_day = split_by_day
         self.output_conn_id = output_conn_id
         self.max_xcom_bytes = max_xcom_bytes
         self._validate_arguments()
@@ -209,44 +194,65 @@ class MetronomeCostsOperator(BaseOperator):
 
     def _validate_arguments(self) -> None:
         """Check what is known when the DAG is parsed; templated values are checked in execute()."""
-        validate_source(self.source)
-        validate_record_format(self.record_format)
-        validate_max_workers(self.max_workers)
-        rps = self.requests_per_second
-        if rps is not None and (isinstance(rps, bool) or not isinstance(rps, (int, float)) or not rps > 0):
-            raise ValueError(
-                f"requests_per_second={rps!r} must be a positive number of requests per second, or None "
-                "for no cap."
-            )
-        validate_customer_error_policy(self.on_customer_error)
-        if (
-            isinstance(self.max_xcom_bytes, bool)
-            or not isinstance(self.max_xcom_bytes, int)
-            or self.max_xcom_bytes < 1
-        ):
-            raise ValueError(f"max_xcom_bytes={self.max_xcom_bytes!r} must be a positive number of bytes.")
+        check_source(self.source)
+        check_record_format(self.record_format)
+        check_max_workers(self.max_workers)
+        check_positive_number(
+            "requests_per_second", self.requests_per_second, unit="requests per second", none_means="no cap"
+        )
+        check_customer_error_policy(self.on_customer_error)
+        check_choice(
+            "on_missing_days",
+            self.on_missing_days,
+            MISSING_DAYS_POLICIES,
+            " ('fail': a day some customer lacks fails the task before writing; 'accept': write it and "
+            "list it in the manifest's missing_days)",
+        )
+        check_int("max_xcom_bytes", self.max_xcom_bytes, minimum=1)
         if self.output_uri is None and not self.do_xcom_push:
             raise ValueError(
                 "Without output_uri the records are the task's return value, which do_xcom_push=False "
                 "would throw away: set output_uri or leave do_xcom_push on."
             )
         if isinstance(self.output_uri, str) and not is_templated(self.output_uri):
-            validate_output_uri(self.output_uri)
+            check_output_uri(self.output_uri)
+        self._check_split()
         check_literal_customer_ids(self.customer_ids)
-        check_literal_window(self.starting_on, self.ending_before)
+        DayWindow.check_literal(self.starting_on, self.ending_before)
+        if self.starting_on is not None and not (
+            is_templated(self.starting_on) or is_templated(self.ending_before)
+        ):
+            check_window_size(DayWindow.of(self.starting_on, self.ending_before))  # type: ignore[arg-type]
+
+    def _check_split(self) -> None:
+        """``split_by_day`` needs a bool, and an ``output_uri`` with ``{date}`` (checked now when literal)."""
+        if not isinstance(self.split_by_day, bool):
+            raise ValueError(f"split_by_day={self.split_by_day!r} must be True or False.")
+        if not self.split_by_day:
+            return
+        if self.output_uri is None:
+            raise ValueError(
+                "split_by_day=True writes one object per day, which needs output_uri with {date}, for "
+                "example 's3://my-bucket/metronome/costs/date={date}/costs.jsonl.gz'."
+            )
+        if isinstance(self.output_uri, str) and not is_templated(self.output_uri):
+            check_split_uri(self.output_uri)
 
     # -- execution -------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> Any:
+        self._killed = False
         window = resolve_window(context, self.starting_on, self.ending_before)
-        customer_ids = parse_customer_ids(self.customer_ids)
-        writer = self._writer(context, window, customer_ids)
+        check_window_size(window)
+        customer_ids = check_customer_ids(self.customer_ids)
+        self._check_split()
+        writers = self._writers(context, window, customer_ids)
+        self._push_customer_link(context, customer_ids)
         hook = MetronomeHook(self.metronome_conn_id, requests_per_second=self.requests_per_second)
         try:
-            if not AIRFLOW_V3:
-                self._push_customer_link(context)
             if customer_ids is None:
-                customer_ids = self._list_active_customers(hook)
+                customer_ids = hook.list_active_customer_ids()
+                self.log.info("Found %d active customer(s)", len(customer_ids))
             self.log.info(
                 "Fetching %s (%s) of %s for %d customer(s) with %d worker(s) into %s",
                 self.source,
@@ -254,32 +260,132 @@ class MetronomeCostsOperator(BaseOperator):
                 window.describe(),
                 len(customer_ids),
                 self.max_workers,
-                writer.lineage_uri if writer else "XCom",
+                _describe_target(writers),
             )
-            if writer is None:
-                return self._to_xcom(hook, window, customer_ids)
-            manifest = self._to_object(hook, window, customer_ids, writer)
+            output = self._run(hook, window, customer_ids, self._sink(window, writers))
         finally:
             hook.close()
-        self._annotate_outlets(context, manifest)
-        return manifest
+        if isinstance(output, dict):
+            self._annotate_outlets(context, output)
+        return output
 
-    def _writer(
+    def _run(self, hook: MetronomeHook, window: DayWindow, customer_ids: list[str], sink: RecordSink) -> Any:
+        """The one loop: each customer's records, in customer order, into the sink."""
+        if self.max_workers > hook.settings.pool_size:
+            self.log.warning(
+                "max_workers=%d exceeds the connection's pool_size=%d: raise pool_size in the connection "
+                "extras so that every worker keeps its connection alive.",
+                self.max_workers,
+                hook.settings.pool_size,
+            )
+        results = fetch_customers(
+            hook,
+            customer_ids,
+            window,
+            self.source,
+            self._records,
+            max_workers=self.max_workers,
+            skip_customer_errors=self.on_customer_error == "skip",
+            progress=FetchProgress(self.log, hook, len(customer_ids), self.progress_interval),
+            count=len,
+        )
+        skipped: list[dict[str, Any]] = []
+        missing: dict[dt.date, list[str]] = {}
+        with sink, closing(results):
+            for result in results:
+                self._stop_if_killed()
+                if result.skipped is not None:
+                    skipped.append(
+                        _skip_entry(result.customer_id, result.skipped.status_code, result.skipped.message)
+                    )
+                    continue
+                self._check_missing_days(result, window, missing)
+                if result.value is not None:
+                    sink.add(result.customer_id, result.value)
+            # A kill after the last customer must still keep the upload from completing.
+            self._stop_if_killed()
+        if missing:
+            self.log.warning(
+                "Wrote incomplete days (on_missing_days='accept'): %s", _describe_missing(missing)
+            )
+        summary = {"source": self.source, "record_format": self.record_format, "window": window.as_dict()}
+        output = sink.finish(summary)
+        if isinstance(output, dict):
+            output["missing_days"] = {str(day): ids for day, ids in sorted(missing.items())}
+            output["skipped"] = skipped
+        return output
+
+    def _check_missing_days(
+        self, result: CustomerResult[DayRecords], window: DayWindow, missing: dict[dt.date, list[str]]
+    ) -> None:
+        """Fail on the first customer lacking a day (nothing written), or note its days when accepted."""
+        if not result.missing_days:
+            return
+        if self.on_missing_days == "fail":
+            raise AirflowException(_missing_days_message(result, window, self.source))
+        for day in result.missing_days:
+            missing.setdefault(day, []).append(result.customer_id)
+
+    def on_kill(self) -> None:
+        """Stop fetching and discard the upload, so that nothing of this run is written.
+
+        Airflow calls it from the task's SIGTERM handler (and on ``execution_timeout``); the fetch
+        loop stops at the next customer, once the requests in flight have ended.
+        """
+        self._killed = True
+
+    def _stop_if_killed(self) -> None:
+        if getattr(self, "_killed", False):
+            raise AirflowException("The task was killed while fetching; nothing was written.")
+
+    def _records(self, customer_id: str, day_objects: DayObjects) -> DayRecords:
+        return to_day_records(self.record_format, customer_id, day_objects)
+
+    def _sink(self, window: DayWindow, writers: dict[dt.date, AtomicJsonLinesWriter] | None) -> RecordSink:
+        if writers is None:
+            return XComSink(self.max_xcom_bytes, lambda size: self._xcom_too_big(window, size))
+        if self.split_by_day:
+            return DaySplitSink(writers, self.log, self._stop_if_killed)
+        return ObjectSink(next(iter(writers.values())), self.log)
+
+    def _writers(
         self, context: Context, window: DayWindow, customer_ids: list[str] | None
-    ) -> AtomicJsonLinesWriter | None:
-        """The writer of the rendered ``output_uri``, checked before any request; None for XCom."""
+    ) -> dict[dt.date, AtomicJsonLinesWriter] | None:
+        """The writers of the rendered ``output_uri``, checked before any request; None for XCom.
+
+        One writer keyed by the window's first day, or with ``split_by_day`` one per day of the window.
+        """
         if self.output_uri is None:
             return None
         template = self.output_uri
         map_index = getattr(context.get("ti"), "map_index", None)
         if map_index is not None and map_index >= 0:
             self._check_mapped_uri(context, template)
+        if not self.split_by_day:
+            return {window.first_day: self._writer(template, window, map_index, customer_ids)}
+        check_split_uri(template)
+        writers = {
+            day: self._writer(template, DayWindow.of(day, day + ONE_DAY), map_index, customer_ids)
+            for day in window.iter_days()
+        }
+        uris = {writer.uri for writer in writers.values()}
+        if len(uris) < len(writers):
+            raise ValueError(
+                f"output_uri={template!r} gives the same object to several days of {window.describe()}, "
+                "so they would overwrite each other: with split_by_day=True use {date} with the whole "
+                "date, such as 'date={date}' or '{date:%Y/%m/%d}'."
+            )
+        return writers
+
+    def _writer(
+        self, template: str, window: DayWindow, map_index: int | None, customer_ids: list[str] | None
+    ) -> AtomicJsonLinesWriter:
         single = customer_ids[0] if customer_ids is not None and len(customer_ids) == 1 else None
         url = render_output_uri(
             template, window, map_index=max(map_index or 0, 0), source=self.source, customer_id=single
         )
-        path = storage_path(url, self.output_conn_id)
-        writer = AtomicJsonLinesWriter(path, lineage_uri=public_uri(url))
+        path = open_output(url, self.output_conn_id)
+        writer = AtomicJsonLinesWriter(path, uri=public_uri(url))
         writer.check_target()
         return writer
 
@@ -303,29 +409,11 @@ class MetronomeCostsOperator(BaseOperator):
             "each other's object: add {map_index} (or {customer_id} when each task has one customer)."
         )
 
-    def _list_active_customers(self, hook: MetronomeHook) -> list[str]:
-        ids = sorted({customer.id for customer in hook.iter_customers()})
-        self.log.info("Found %d active customer(s)", len(ids))
-        return ids
-
-    def _push_customer_link(self, context: Context) -> None:
-        """Leave the extra link's URL where Airflow 2's webserver will look for it."""
-        url = customer_url(self.customer_ids)
-        if url and context.get("ti") is not None:
+    def _push_customer_link(self, context: Context, customer_ids: list[str] | None) -> None:
+        """Leave the extra link's URL where the link reads it."""
+        if customer_ids is not None and len(customer_ids) == 1 and context.get("ti") is not None:
+            url = METRONOME_APP_CUSTOMER_URL.format(customer_id=customer_ids[0])
             context["ti"].xcom_push(key=CUSTOMER_LINK_XCOM_KEY, value=url)
-
-    def _to_xcom(self, hook: MetronomeHook, window: DayWindow, customer_ids: list[str]) -> list[Record]:
-        records: list[Record] = []
-        # XCom stores json.dumps(records): each record plus ", " (the brackets stand in for the last one).
-        size = 0
-        with closing(self._results(hook, window, customer_ids)) as results:
-            for result in results:
-                for record in result.records:
-                    size += len(json.dumps(record)) + 2
-                    if size > self.max_xcom_bytes:
-                        raise AirflowFailException(self._xcom_too_big(window, size))
-                    records.append(record)
-        return records
 
     def _xcom_too_big(self, window: DayWindow, size: int) -> str:
         return (
@@ -335,84 +423,6 @@ class MetronomeCostsOperator(BaseOperator):
             "the records to object storage and get a small manifest back. Raise max_xcom_bytes only if "
             "your database and XCom backend accept larger values."
         )
-
-    def _to_object(
-        self,
-        hook: MetronomeHook,
-        window: DayWindow,
-        customer_ids: list[str],
-        writer: AtomicJsonLinesWriter,
-    ) -> dict[str, Any]:
-        skipped: list[dict[str, Any]] = []
-        written = 0
-        uri = writer.lineage_uri
-        with writer, closing(self._results(hook, window, customer_ids)) as results:
-            for result in results:
-                if result.skipped is not None:
-                    skipped.append(_skip_entry(result.customer_id, result.skipped))
-                    continue
-                written += 1
-                for record in result.records:
-                    writer.write(encode_record(record))
-        self.log.info("Wrote %d records (%d bytes) to %s", writer.records, writer.bytes_written, uri)
-        return {
-            "uri": uri,
-            "source": self.source,
-            "record_format": self.record_format,
-            "window": window.as_dict(),
-            "customers": written,
-            "records": writer.records,
-            "bytes": writer.bytes_written,
-            "skipped": skipped,
-        }
-
-    def _results(
-        self, hook: MetronomeHook, window: DayWindow, customer_ids: list[str]
-    ) -> Generator[_CustomerResult, None, None]:
-        """Each customer's result in ``customer_ids`` order, fetched concurrently.
-
-        At most ``2 * max_workers`` customers are in flight or waiting to be consumed, so memory stays
-        flat however many customers there are, and the order stays deterministic.
-        """
-        if len(customer_ids) > PER_CUSTOMER_LOG_LIMIT:
-            hook.iteration_log_level = logging.DEBUG
-        if self.max_workers > hook.settings.pool_size:
-            self.log.warning(
-                "max_workers=%d exceeds the connection's pool_size=%d: raise pool_size in the connection "
-                "extras so that every worker keeps its connection alive.",
-                self.max_workers,
-                hook.settings.pool_size,
-            )
-        progress = _Progress(self.log, len(customer_ids), self.progress_interval)
-        pending: deque[Future[_CustomerResult]] = deque()
-        queue = iter(customer_ids)
-        pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix=f"{self.task_id}-metronome")
-        try:
-            for customer_id in queue:
-                pending.append(pool.submit(self._fetch_customer, hook, window, customer_id))
-                if len(pending) >= 2 * self.max_workers:
-                    break
-            while pending:
-                result = pending.popleft().result()
-                next_id = next(queue, None)
-                if next_id is not None:
-                    pending.append(pool.submit(self._fetch_customer, hook, window, next_id))
-                progress.advance(len(result.records))
-                yield result
-        finally:
-            # On failure, drop the queued customers and let the few running requests end.
-            pool.shutdown(wait=True, cancel_futures=True)
-        progress.finish()
-
-    def _fetch_customer(self, hook: MetronomeHook, window: DayWindow, customer_id: str) -> _CustomerResult:
-        try:
-            objects = in_window_order(hook.iter_source(self.source, customer_id, window.start, window.end))
-        except MetronomeClientError as err:
-            if self.on_customer_error != "skip" or not is_skippable_customer_error(err):
-                raise
-            self.log.warning("Skipping customer %s: %s", customer_id, err)
-            return _CustomerResult(customer_id, skipped=err)
-        return _CustomerResult(customer_id, to_records(self.record_format, customer_id, objects))
 
     def _annotate_outlets(self, context: Context, manifest: dict[str, Any]) -> None:
         """Put the manifest (without the skipped list) in the asset events of this task's ``Asset`` outlets.
@@ -429,6 +439,34 @@ class MetronomeCostsOperator(BaseOperator):
                 events[outlet].extra.update(extra)
 
 
+def check_window_size(window: DayWindow) -> None:
+    """Refuse a window longer than :data:`MAX_WINDOW_DAYS`, before any request."""
+    days = (window.end - window.start).days
+    if days > MAX_WINDOW_DAYS:
+        raise ValueError(
+            f"The window {window.describe()} spans {days} days; a run fetches at most {MAX_WINDOW_DAYS} "
+            "(memory grows with the days each customer holds). Split it into shorter runs, for example "
+            "monthly ones: a DAG with schedule=CronDataIntervalTimetable('@monthly', timezone='UTC'), "
+            "catchup=True and split_by_day=True fetches one month per run."
+        )
+
+
+def check_split_uri(template: str) -> None:
+    """``split_by_day`` writes one object per day: the (rendered) ``output_uri`` must hold ``{date}``."""
+    if "date" not in placeholders_in(template):
+        raise ValueError(
+            f"output_uri={template!r} has no {{date}}, so split_by_day=True would write every day to "
+            "the same object: add it, for example '.../costs/date={date}/costs.jsonl.gz'."
+        )
+
+
+def _describe_target(writers: dict[dt.date, AtomicJsonLinesWriter] | None) -> str:
+    if writers is None:
+        return "XCom"
+    uris = [writer.uri for writer in writers.values()]
+    return uris[0] if len(uris) == 1 else f"{len(uris)} daily objects ({uris[0]} ... {uris[-1]})"
+
+
 def _expanded_arguments(context: Context, task_id: str) -> set[str] | None:
     """Names of the arguments this mapped task was expanded over; None when they cannot be known."""
     dag = context.get("dag")
@@ -437,18 +475,46 @@ def _expanded_arguments(context: Context, task_id: str) -> set[str] | None:
     return set(arguments) if isinstance(arguments, dict) else None
 
 
-def _skip_entry(customer_id: str, error: MetronomeClientError) -> dict[str, Any]:
-    return {
-        "customer_id": customer_id,
-        "status_code": error.status_code,
-        "message": error.message[:MAX_SKIP_MESSAGE],
-    }
+def _describe_days(days: Sequence[dt.date]) -> str:
+    """``2024-01-05``, or ``2024-01-05..2024-01-07, 2024-01-09``: consecutive days told as one run."""
+    runs: list[list[dt.date]] = []
+    for day in sorted(days):
+        if runs and day - runs[-1][-1] == dt.timedelta(days=1):
+            runs[-1].append(day)
+        else:
+            runs.append([day])
+    return ", ".join(str(run[0]) if len(run) == 1 else f"{run[0]}..{run[-1]}" for run in runs)
+
+
+def _missing_days_message(result: CustomerResult[Any], window: DayWindow, source: str) -> str:
+    return (
+        f"Metronome has no {source} yet for customer {result.customer_id} on "
+        f"{_describe_days(result.missing_days)} (of {window.describe()}): it has not produced those days, "
+        "so nothing was written (later customers were not checked). Put a MetronomeCostsSensor for the "
+        "same window before this task to wait until every customer has every day, let the task retry "
+        "later, or pass on_missing_days='accept' to write the incomplete days (the manifest's "
+        "missing_days then lists them)."
+    )
+
+
+def _describe_missing(missing: dict[dt.date, list[str]]) -> str:
+    return "; ".join(
+        f"{day}: {len(ids)} customer(s) without it ({', '.join(ids[:3])}{', ...' if len(ids) > 3 else ''})"
+        for day, ids in sorted(missing.items())
+    )
+
+
+def _skip_entry(customer_id: str, status_code: int | None, message: str) -> dict[str, Any]:
+    return {"customer_id": customer_id, "status_code": status_code, "message": message[:MAX_SKIP_MESSAGE]}
 
 
 __all__ = [
     "CUSTOMER_LINK_XCOM_KEY",
     "DEFAULT_MAX_XCOM_BYTES",
+    "MAX_WINDOW_DAYS",
+    "MISSING_DAYS_POLICIES",
     "MetronomeCostsOperator",
     "MetronomeCustomerLink",
+    "MissingDaysPolicy",
     "customer_url",
 ]

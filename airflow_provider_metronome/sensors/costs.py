@@ -15,20 +15,21 @@ from airflow_provider_metronome._compat import (
     Context,
     conf,
 )
-from airflow_provider_metronome.arguments import (
+from airflow_provider_metronome.hooks.metronome import MetronomeHook
+from airflow_provider_metronome.triggers.costs import MetronomeCostsTrigger
+from airflow_provider_metronome.utils.availability import check_availability
+from airflow_provider_metronome.utils.validation import (
     DEFAULT_MAX_WORKERS,
     CustomerErrorPolicy,
+    Source,
+    check_customer_error_policy,
+    check_customer_ids,
+    check_int,
     check_literal_customer_ids,
-    check_literal_window,
-    parse_customer_ids,
-    validate_customer_error_policy,
-    validate_max_workers,
-    validate_source,
+    check_max_workers,
+    check_source,
 )
-from airflow_provider_metronome.availability import check_availability
-from airflow_provider_metronome.hooks.metronome import MetronomeHook, Source
-from airflow_provider_metronome.triggers.costs import MetronomeCostsTrigger
-from airflow_provider_metronome.window import TimestampLike, format_timestamp, resolve_window
+from airflow_provider_metronome.utils.window import DayWindow, TimestampLike, format_timestamp, resolve_window
 
 # The deferral's own timeout only backs up the trigger's, which fires first with a clearer message.
 DEFERRAL_TIMEOUT_GRACE = dt.timedelta(minutes=5)
@@ -40,7 +41,15 @@ class MetronomeCostsSensor(BaseSensorOperator):
     *Available* means: for every requested customer, Metronome's answer for the window contains a
     window starting on each UTC day of it. The window is resolved exactly as
     :class:`~airflow_provider_metronome.operators.costs.MetronomeCostsOperator` resolves it.
-    Each check writes one log line saying what is still missing. Rate limits, server errors and
+    Each check writes one log line saying what is still missing.
+
+    A check stops at the first customer still missing a day, and asks first the customer that was
+    missing at the previous check: while Metronome has not produced the day, a check costs one
+    request (plus one request per 100 customers to list them, when ``customer_ids`` is None). Once
+    that customer has the day, the others are asked (``max_workers`` at a time) until one lacks it:
+    with every customer, a check that finds the window available costs one request per customer
+    and 100 days. In front of a ``MetronomeCostsOperator`` (which verifies every customer's days
+    itself before writing), ``sample_customers`` makes that last check cheap too. Rate limits, server errors and
     dropped connections (after the connection's retries) are logged and waited out; 400, 401, 403
     and 404 fail the task at once with Metronome's message (see ``on_customer_error``).
 
@@ -56,6 +65,11 @@ class MetronomeCostsSensor(BaseSensorOperator):
     :param on_customer_error: ``"fail"`` (default): a customer answering 400 or 404 fails the task.
         ``"skip"``: customers answering a 4xx other than 401/403 are left out of the wait and named
         in the log, as the operator's ``on_customer_error="skip"`` leaves them out of the fetch.
+    :param sample_customers: Ask at most this many customers per check, spread evenly over the list
+        (the one missing at the last check first), instead of every customer. For a gate before an
+        operator that verifies every customer itself: a few customers tell that Metronome has produced
+        the day; a customer still lacking it then fails the operator, which is retried. Default None:
+        every customer.
     :param deferrable: Wait in the triggerer instead of a worker slot (default: the
         ``[operators] default_deferrable`` setting).
     :param poke_interval: Seconds (or a timedelta) between checks (default 60).
@@ -75,6 +89,7 @@ class MetronomeCostsSensor(BaseSensorOperator):
         metronome_conn_id: str = MetronomeHook.default_conn_name,
         max_workers: int = DEFAULT_MAX_WORKERS,
         on_customer_error: CustomerErrorPolicy = "fail",
+        sample_customers: int | None = None,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
@@ -82,30 +97,41 @@ class MetronomeCostsSensor(BaseSensorOperator):
         self.customer_ids = customer_ids
         self.starting_on = starting_on
         self.ending_before = ending_before
-        self.source = validate_source(source)
+        self.source = check_source(source)
         self.metronome_conn_id = metronome_conn_id
-        self.max_workers = validate_max_workers(max_workers)
-        self.on_customer_error = validate_customer_error_policy(on_customer_error)
+        self.max_workers = check_max_workers(max_workers)
+        self.on_customer_error = check_customer_error_policy(on_customer_error)
+        self.sample_customers = (
+            None if sample_customers is None else check_int("sample_customers", sample_customers, minimum=1)
+        )
         self.deferrable = deferrable
+        # The customer missing a day at the last check, asked first at the next (poke mode keeps the
+        # sensor object between checks; reschedule mode starts over).
+        self._first: str | None = None
         # Literal values fail when the DAG is parsed; templated ones before the first request.
         check_literal_customer_ids(customer_ids)
-        check_literal_window(starting_on, ending_before)
+        DayWindow.check_literal(starting_on, ending_before)
 
     def execute(self, context: Context) -> Any:
         if not self.deferrable:
             return super().execute(context)
+        # Checked here first, as the HTTP, dbt Cloud and Fivetran sensors do: a window that is already
+        # available (a backfill, a late run) finishes without a round trip through the triggerer.
+        if self.poke(context):
+            return None
         window = resolve_window(context, self.starting_on, self.ending_before)
         timeout = dt.timedelta(seconds=self.timeout)
         trigger = MetronomeCostsTrigger(
             metronome_conn_id=self.metronome_conn_id,
-            customer_ids=parse_customer_ids(self.customer_ids),
-            starting_on=format_timestamp(window.start),
-            ending_before=format_timestamp(window.end),
+            customer_ids=check_customer_ids(self.customer_ids),
+            **window.as_dict(),
             source=self.source,
             poke_interval=self.poke_interval,
             timeout_at=format_timestamp(pendulum.now("UTC") + timeout),
             max_workers=self.max_workers,
             on_customer_error=self.on_customer_error,
+            sample_customers=self.sample_customers,
+            first_customer=self._first,
         )
         self.defer(trigger=trigger, method_name="execute_complete", timeout=timeout + DEFERRAL_TIMEOUT_GRACE)
 
@@ -113,14 +139,19 @@ class MetronomeCostsSensor(BaseSensorOperator):
         window = resolve_window(context, self.starting_on, self.ending_before)
         availability = check_availability(
             self.metronome_conn_id,
-            parse_customer_ids(self.customer_ids),
+            check_customer_ids(self.customer_ids),
             window,
             self.source,
             max_workers=self.max_workers,
             skip_customer_errors=self.on_customer_error == "skip",
+            first=self._first,
+            sample=self.sample_customers,
             log=self.log,
         )
-        return availability is not None and availability.complete
+        if availability is None:
+            return False
+        self._first = availability.first_missing
+        return availability.complete
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> None:
         """Finish after the trigger: succeed, time out, or fail with the trigger's message."""

@@ -9,7 +9,9 @@ from airflow_provider_metronome.testing.simulator import (
     DEFAULT_TOKEN,
     Fault,
     MetronomeSimulator,
+    RateLimit,
     RequestRecord,
+    RetryAfter,
 )
 
-__all__ = ["DEFAULT_TOKEN", "Fault", "MetronomeSimulator", "RequestRecord"]
+__all__ = ["DEFAULT_TOKEN", "Fault", "MetronomeSimulator", "RateLimit", "RequestRecord", "RetryAfter"]

@@ -12,7 +12,14 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from airflow_provider_metronome.testing.data import parse_timestamp
-from airflow_provider_metronome.testing.simulator import DEFAULT_TOKEN, MetronomeSimulator
+from airflow_provider_metronome.testing.simulator import (
+    DEFAULT_TOKEN,
+    MetronomeSimulator,
+    RateLimit,
+    RetryAfter,
+)
+
+_RETRY_AFTER: dict[str, RetryAfter | None] = {"none": None, "seconds": "seconds", "ms": "ms"}
 
 
 def _timestamp(text: str) -> datetime:
@@ -60,7 +67,44 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--now", type=_timestamp, help="freeze the clock at this RFC 3339 timestamp")
     parser.add_argument("--port-file", type=Path, help="write the bound port to this file once listening")
+    parser.add_argument(
+        "--extra-token",
+        action="append",
+        default=[],
+        help="another bearer token to accept, with its own rate-limit budget (repeatable)",
+    )
+    parser.add_argument(
+        "--rate-limit",
+        type=float,
+        metavar="RATE",
+        help="requests per second allowed to each token, beyond which answers are 429 (default: no limit)",
+    )
+    parser.add_argument(
+        "--burst", type=float, help="requests a token may make at once (default: the rate, at least 1)"
+    )
+    parser.add_argument(
+        "--retry-after",
+        choices=tuple(_RETRY_AFTER),
+        default="none",
+        help="retry hint of a 429: none (as Metronome), Retry-After seconds or retry-after-ms (default: none)",
+    )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve HTTPS with a throw-away certificate; prints the CA file to trust",
+    )
     return parser
+
+
+def _rate_limit(parser: argparse.ArgumentParser, args: argparse.Namespace) -> RateLimit | None:
+    if args.rate_limit is None:
+        if args.burst is not None or args.retry_after != "none":
+            parser.error("--burst and --retry-after need --rate-limit")
+        return None
+    try:
+        return RateLimit(rate=args.rate_limit, burst=args.burst, retry_after=_RETRY_AFTER[args.retry_after])
+    except ValueError as error:
+        parser.error(str(error))
 
 
 def _write_port_file(path: Path, port: int) -> None:
@@ -72,7 +116,9 @@ def _write_port_file(path: Path, port: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the simulator until SIGINT or SIGTERM; returns the exit status."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    rate_limit = _rate_limit(parser, args)
     stopping = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stopping.set())
@@ -88,11 +134,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         latency=args.latency_ms / 1000,
         availability_delay=timedelta(hours=args.availability_delay_hours),
         now=args.now,
+        extra_tokens=args.extra_token,
+        rate_limit=rate_limit,
+        tls=args.tls,
     )
     with simulator:
         if args.port_file is not None:
             _write_port_file(args.port_file, simulator.port)
         print(f"Metronome simulator listening on {simulator.url} (token: {simulator.token})", flush=True)
+        if args.tls:
+            print(f"TLS certificate authority: {simulator.certificate_path}", flush=True)
         # A timeout keeps the main thread waking up, so signal handlers run promptly everywhere.
         while not stopping.wait(timeout=0.5):
             pass

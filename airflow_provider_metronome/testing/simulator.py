@@ -2,8 +2,8 @@
 
 It serves ``GET /v1/customers``, ``GET /v1/customers/{id}/costs`` and
 ``GET /v1/customers/{id}/invoices/breakdowns`` over real HTTP/1.1 keep-alive connections, with the
-documented authentication, errors and cursor pagination, a settable clock, injectable faults and a log of
-every request it received.
+documented authentication, errors and cursor pagination, a settable clock, injectable faults, an optional
+per-token rate limit, optional TLS and a log of every request it received.
 """
 
 from __future__ import annotations
@@ -11,26 +11,33 @@ from __future__ import annotations
 import base64
 import copy
 import hashlib
+import ipaddress
 import itertools
 import json
+import math
 import re
+import shutil
 import socket
+import ssl
 import sys
+import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from contextlib import suppress
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, timezone
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from socketserver import TCPServer
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from airflow_provider_metronome.testing.data import (
+    CREDIT_TYPES,
     CREDIT_TYPES_BY_ID,
     EPOCH,
     WINDOW_LENGTHS,
@@ -61,10 +68,48 @@ _TRUE = frozenset({"true", "1"})
 _FALSE = frozenset({"false", "0"})
 _STATUSES = frozenset({"DRAFT", "FINALIZED"})
 
-FaultKind = Literal["status", "drop", "slow", "malformed_json", "empty_page", "repeating_cursor"]
+# Bounds a TLS handshake, which runs in the connection's thread: a silent client must not pin it forever.
+TLS_HANDSHAKE_TIMEOUT = 10.0
+# How long the throw-away TLS certificates are valid: long enough for a simulator left running for days.
+TLS_CERTIFICATE_LIFETIME = timedelta(days=30)
+_CA_NAME = "Metronome simulator test CA"
+# Threads serving a connection are named CONNECTION_THREAD_PREFIX + "<port>-<connection id>".
+CONNECTION_THREAD_PREFIX = "metronome-simulator-connection-"
+# Where Fault.out_of_range_window puts its window unless told otherwise: far from any realistic request.
+OUT_OF_RANGE_DAY = date(2019, 1, 1)
+# Fault.redirect sends clients here: same port, another loopback address, so a different host.
+REDIRECT_HOST = "127.0.0.2"
+
+FaultKind = Literal[
+    "status",
+    "drop",
+    "slow",
+    "malformed_json",
+    "redirect",
+    "bad_encoding",
+    "trickle",
+    "empty_page",
+    "repeating_cursor",
+    "endless_cursor",
+    "nan_body",
+    "duplicate_window",
+    "out_of_range_window",
+]
 # These alter a successful list page, so they only fire on requests that would produce one.
-_PAGE_FAULTS = frozenset({"empty_page", "repeating_cursor"})
+_LIST_PAGE_FAULTS: frozenset[FaultKind] = frozenset({"empty_page", "repeating_cursor", "endless_cursor"})
+# These alter a page's day (or hour) windows, so they only fire on successful costs and breakdowns pages.
+_WINDOW_PAGE_FAULTS: frozenset[FaultKind] = frozenset({"nan_body", "duplicate_window", "out_of_range_window"})
+_PAGE_FAULTS = _LIST_PAGE_FAULTS | _WINDOW_PAGE_FAULTS
+# The rest fire before authentication and routing, as a proxy or a network would.
+_TRANSPORT_FAULTS: frozenset[FaultKind] = frozenset(get_args(FaultKind)) - _PAGE_FAULTS
+_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _MALFORMED_BODY = b'{"data": [{"start_timestamp": "2024-01-01T00:00:00Z", "credit_ty'
+# Plain JSON, sent under ``Content-Encoding: gzip``: any client that honours the header fails to decode it.
+_NOT_GZIP_BODY = b'{"data":[],"next_page":null}'
+_NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+RetryAfter = Literal["seconds", "ms"]
+"""How a throttled answer says when to come back: ``Retry-After`` in whole seconds, or ``retry-after-ms``."""
 
 Position = tuple[int, int]
 """Where a page starts: (index of the item or window, items of that window already returned)."""
@@ -86,6 +131,11 @@ class Fault:
     headers: tuple[tuple[str, str], ...] = ()
     message: str = ""
     seconds: float = 0.0
+    """Pause of ``slow`` (in all), or of ``trickle`` (before each byte of the body)."""
+    number: float | None = None
+    """The non-finite number ``nan_body`` puts in a page."""
+    day: date | None = None
+    """The day ``out_of_range_window`` adds (None: :data:`OUT_OF_RANGE_DAY`, or a day before the range)."""
 
     @classmethod
     def status(cls, code: int, headers: Mapping[str, str] | None = None, message: str | None = None) -> Fault:
@@ -120,6 +170,107 @@ class Fault:
         """Answer the normal page, but with the request's own cursor as ``next_page`` (a start cursor if none)."""
         return cls("repeating_cursor")
 
+    @classmethod
+    def trickle(
+        cls, bytes_per_second: float | None = None, *, seconds_per_byte: float | None = None
+    ) -> Fault:
+        """Answer normally, but send the body one byte at a time with a pause before each.
+
+        Give exactly one of ``bytes_per_second`` or ``seconds_per_byte``. The headers leave at once and
+        bytes keep coming, so a per-read timeout longer than the pause never fires although the whole
+        answer takes ``len(body) * seconds_per_byte``. Sending stops as soon as the client hangs up or
+        the simulator stops.
+        """
+        if (bytes_per_second is None) == (seconds_per_byte is None):
+            raise ValueError("give exactly one of bytes_per_second or seconds_per_byte")
+        pause = 1 / bytes_per_second if bytes_per_second is not None else seconds_per_byte
+        if pause is None or not 0 < pause < math.inf:
+            raise ValueError("the trickle rate must be positive and finite")
+        return cls("trickle", seconds=pause)
+
+    @classmethod
+    def endless_cursor(cls) -> Fault:
+        """Answer a list page with data and a ``next_page`` cursor never sent before.
+
+        Past the last page the listing starts over from the first item, so pages never run empty (unless
+        the query matches nothing at all). Inject it with ``times=None`` for a listing that never ends.
+        """
+        return cls("endless_cursor")
+
+    @classmethod
+    def redirect(cls, location: str | None = None, *, status: int = 302) -> Fault:
+        """Answer ``status`` with a ``Location`` to another host.
+
+        ``location`` is sent as given; None points at the same port and request target on
+        ``127.0.0.2`` (:data:`REDIRECT_HOST`), a different host that the simulator does not serve.
+        """
+        if status not in _REDIRECT_STATUSES:
+            raise ValueError(f"not a redirect status: {status}")
+        headers = () if location is None else (("Location", location),)
+        return cls("redirect", status_code=status, headers=headers, message=_reason(status))
+
+    @classmethod
+    def bad_encoding(cls) -> Fault:
+        """Answer 200 with ``Content-Encoding: gzip`` over a body that is plain JSON, not gzip."""
+        return cls("bad_encoding", headers=(("Content-Encoding", "gzip"),))
+
+    @classmethod
+    def nan_body(cls, token: Literal["NaN", "Infinity", "-Infinity"] = "NaN") -> Fault:
+        """Answer a costs or breakdowns page whose first cost (or invoice total) is the bare JSON ``token``.
+
+        Python's ``json`` module reads such a page without complaint; strict JSON parsers refuse it.
+        Waits for a costs or breakdowns page with data.
+        """
+        if token not in _NON_FINITE:
+            raise ValueError(f"token must be one of {', '.join(_NON_FINITE)}, got {token!r}")
+        return cls("nan_body", number=_NON_FINITE[token])
+
+    @classmethod
+    def duplicate_window(cls) -> Fault:
+        """Answer a costs or breakdowns page whose first window appears again at its end.
+
+        The page then holds one window's items more than ``limit``. Waits for a page with data.
+        """
+        return cls("duplicate_window")
+
+    @classmethod
+    def out_of_range_window(cls, day: date | None = None) -> Fault:
+        """Answer a costs or breakdowns page with one more window, of ``day``, outside the requested range.
+
+        None means :data:`OUT_OF_RANGE_DAY` (2019-01-01), or the window just before ``starting_on`` when
+        the request covers that day. Waits for a page with data.
+        """
+        return cls("out_of_range_window", day=day)
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """A token bucket per API (bearer) token: ``rate`` requests per second, up to ``burst`` at once.
+
+    Requests beyond it are answered 429 ``{"message": "Too Many Requests"}``, with no retry header (as
+    Metronome does: the default) or with ``Retry-After`` (whole seconds, rounded up) or ``retry-after-ms``
+    giving the time until the bucket holds a request again. ``burst`` defaults to ``rate`` (at least 1).
+    """
+
+    rate: float
+    burst: float | None = None
+    retry_after: RetryAfter | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 < self.rate < math.inf:
+            raise ValueError(f"rate must be positive and finite, got {self.rate}")
+        if self.burst is None:
+            object.__setattr__(self, "burst", max(1.0, float(self.rate)))
+        elif not 1 <= self.burst < math.inf:
+            raise ValueError(f"burst must be at least 1 and finite, got {self.burst}")
+        if self.retry_after not in (None, *get_args(RetryAfter)):
+            raise ValueError(f"retry_after must be None, 'seconds' or 'ms', got {self.retry_after!r}")
+
+    @property
+    def capacity(self) -> float:
+        """The bucket size: ``burst`` once defaulted."""
+        return float(self.rate if self.burst is None else self.burst)
+
 
 @dataclass(frozen=True)
 class RequestRecord:
@@ -135,6 +286,10 @@ class RequestRecord:
     """Counts TCP connections from 1, so tests can see keep-alive reuse."""
     in_flight: int
     """Requests being handled when this one started, itself included."""
+    status: int | None = None
+    """The answer's status code; None while it is being handled, or when the connection closed unanswered."""
+    throttled: bool = False
+    """Whether the rate limit refused it (a 429 from :meth:`Fault.status` is not throttled)."""
 
 
 @dataclass
@@ -150,14 +305,24 @@ class _Response:
     body: bytes = b""
     headers: tuple[tuple[str, str], ...] = ()
     drop: bool = False
+    throttled: bool = False
+    seconds_per_byte: float = 0.0
+    """Above zero, the body is trickled out a byte at a time (Fault.trickle)."""
 
 
 @dataclass(frozen=True)
 class _Incoming:
     method: str
+    target: str
+    """The request target as sent: path and query, still quoted."""
     path: str
     query: dict[str, list[str]]
-    authorized: bool
+    token: str | None
+    """The bearer token when it is an accepted one, else None (never logged)."""
+
+    @property
+    def authorized(self) -> bool:
+        return self.token is not None
 
 
 @dataclass(frozen=True)
@@ -177,8 +342,12 @@ class _ApiError(Exception):
         self.headers = headers
 
 
-def _json_response(status: int, payload: object, headers: tuple[tuple[str, str], ...] = ()) -> _Response:
-    return _Response(status, json.dumps(payload, separators=(",", ":")).encode(), headers)
+def _json_response(
+    status: int, payload: object, headers: tuple[tuple[str, str], ...] = (), *, throttled: bool = False
+) -> _Response:
+    # NaN and Infinity are written as bare tokens, which is what Fault.nan_body wants and nothing else makes.
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    return _Response(status, body, headers, throttled=throttled)
 
 
 class _FaultRegistry:
@@ -196,13 +365,11 @@ class _FaultRegistry:
         with self._lock:
             self._rules.clear()
 
-    def take(self, path: str, *, page: bool) -> Fault | None:
-        """The first active fault of the given family matching ``path``, spending one of its uses."""
+    def take(self, path: str, kinds: frozenset[FaultKind]) -> Fault | None:
+        """The first active fault of one of ``kinds`` matching ``path``, spending one of its uses."""
         with self._lock:
             for rule in self._rules:
-                if (rule.fault.kind in _PAGE_FAULTS) != page or (
-                    rule.path is not None and rule.path not in path
-                ):
+                if rule.fault.kind not in kinds or (rule.path is not None and rule.path not in path):
                     continue
                 if rule.remaining is not None:
                     rule.remaining -= 1
@@ -212,14 +379,20 @@ class _FaultRegistry:
         return None
 
 
+_LogSlot = tuple[int, int]
+"""Where a request's record lies: (log generation, index); a clear starts a new generation."""
+
+
 class _RequestLog:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._records: list[RequestRecord] = []
+        self._generation = 0
         self._in_flight = 0
         self.max_in_flight = 0
+        self.throttled_count = 0
 
-    def begin(self, incoming: _Incoming, connection_id: int) -> None:
+    def begin(self, incoming: _Incoming, connection_id: int) -> _LogSlot:
         with self._lock:
             self._in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self._in_flight)
@@ -234,19 +407,91 @@ class _RequestLog:
                     self._in_flight,
                 )
             )
+            return self._generation, len(self._records) - 1
 
-    def end(self) -> None:
+    def end(self, slot: _LogSlot, response: _Response | None) -> None:
+        """Count the request out of flight and note its answer (None: it failed before one was made)."""
         with self._lock:
             self._in_flight -= 1
+            generation, index = slot
+            # A record forgotten by clear() while its request was in flight stays forgotten.
+            if response is None or generation != self._generation:
+                return
+            status = None if response.drop else response.status
+            self._records[index] = replace(self._records[index], status=status, throttled=response.throttled)
+            self.throttled_count += response.throttled
 
     def clear(self) -> None:
         with self._lock:
             self._records.clear()
+            self._generation += 1
             self.max_in_flight = self._in_flight
+            self.throttled_count = 0
 
     def snapshot(self) -> list[RequestRecord]:
         with self._lock:
             return list(self._records)
+
+
+class _RateLimiter:
+    """Token buckets keyed by API token, on the monotonic clock; safe to share between threads."""
+
+    def __init__(self, limit: RateLimit | None, clock: Callable[[], float] = time.monotonic) -> None:
+        self._lock = threading.Lock()
+        self._clock = clock
+        self._limit = limit
+        self._buckets: dict[str, tuple[float, float]] = {}
+        """Per token: (requests left, when that was last worked out)."""
+
+    @property
+    def limit(self) -> RateLimit | None:
+        return self._limit
+
+    def configure(self, limit: RateLimit | None) -> None:
+        """Apply ``limit`` from now on; buckets keep what they hold (capped), or restart full after None."""
+        with self._lock:
+            now, old = self._clock(), self._limit
+            if limit is None or old is None:
+                self._buckets.clear()
+            else:
+                # What was earned so far was earned at the old rate; the new one only counts from now.
+                self._buckets = {
+                    token: (min(limit.capacity, _refilled(old, left, since, now)), now)
+                    for token, (left, since) in self._buckets.items()
+                }
+            self._limit = limit
+
+    def admit(self, token: str) -> _Response | None:
+        """None when ``token`` may make a request (spending one), else the 429 answer to send instead."""
+        with self._lock:
+            limit = self._limit
+            if limit is None:
+                return None
+            now = self._clock()
+            left, since = self._buckets.get(token, (limit.capacity, now))
+            left = _refilled(limit, left, since, now)
+            if left >= 1:
+                self._buckets[token] = (left - 1, now)
+                return None
+            # A refused request spends nothing, so a client that keeps knocking is not starved forever.
+            self._buckets[token] = (left, now)
+        wait = (1 - left) / limit.rate
+        return _json_response(
+            429, {"message": "Too Many Requests"}, _retry_headers(wait, limit.retry_after), throttled=True
+        )
+
+
+def _refilled(limit: RateLimit, left: float, since: float, now: float) -> float:
+    return min(limit.capacity, left + (now - since) * limit.rate)
+
+
+def _retry_headers(wait: float, style: RetryAfter | None) -> tuple[tuple[str, str], ...]:
+    """The retry hint of a throttled answer: rounded up, so a client that obeys it always finds a request."""
+    if style == "seconds":
+        return (("Retry-After", str(math.ceil(wait))),)
+    if style == "ms":
+        return (("retry-after-ms", str(math.ceil(wait * 1000))),)
+    return ()
 
 
 class _Query:
@@ -402,9 +647,15 @@ def _window_start(index: int, size: WindowSize) -> datetime:
     return EPOCH + index * WINDOW_LENGTHS[size]
 
 
+Page = tuple[list[JsonObject], Position | None]
+"""A page's items and where the next page starts (None: this was the last)."""
+Collector = Callable[[Position], Page]
+"""Builds the page starting at a position, for one query."""
+
+
 def _collect(
     count: int, position: Position, limit: int, max_windows: int, items_at: Callable[[int], list[JsonObject]]
-) -> tuple[list[JsonObject], Position | None]:
+) -> Page:
     """One page of items from ``count`` windows, each holding ``items_at(window)`` items.
 
     Scans at most ``max_windows`` windows; returns the page and where the next one starts (None at the end).
@@ -421,6 +672,71 @@ def _collect(
         page.extend(items)
         skip = 0
     return page, ((stop, 0) if stop < count else None)
+
+
+def _endless_page(page: _PageRequest, collect: Collector) -> tuple[list[JsonObject], str]:
+    """A page with data, if anything matches at all, and a cursor never sent before.
+
+    Past the end it starts over from the first item; a fresh nonce keeps every cursor distinct.
+    """
+    position, restarts = page.position, 0
+    while True:
+        items, next_position = collect(position)
+        if next_position is None:
+            next_position, restarts = (0, 0), restarts + 1
+        # A second restart means the whole listing was scanned without finding anything.
+        if items or restarts > 1:
+            return items, _encode_cursor(next_position, page.digest, nonce=uuid.uuid4().hex)
+        position = next_position
+
+
+@dataclass(frozen=True)
+class _WindowedQuery:
+    """A costs or breakdowns request, as the window faults need to know it."""
+
+    size: WindowSize
+    starting_on: datetime
+    ending_before: datetime
+    start_key: str
+    """The item key holding its window's start."""
+    items_at: Callable[[datetime], list[JsonObject]]
+    """The items of the window starting at a time, whatever the range and the clock."""
+
+    def spoil(self, fault: Fault, items: list[JsonObject]) -> list[JsonObject]:
+        """``items`` (not empty) as altered by a window fault."""
+        if fault.kind == "nan_body":
+            return _with_number(items, math.nan if fault.number is None else fault.number)
+        if fault.kind == "duplicate_window":
+            first = items[0][self.start_key]
+            return items + [item for item in items if item[self.start_key] == first]
+        return items + self.items_at(self._outside(fault.day))
+
+    def _outside(self, day: date | None) -> datetime:
+        """The start of a window outside the range: ``day``'s, by default 2019-01-01 or the one before it."""
+        if day is not None:
+            return _utc(day)
+        start = _utc(OUT_OF_RANGE_DAY)
+        if self.starting_on <= start and start + WINDOW_LENGTHS[self.size] <= self.ending_before:
+            start = _window_start(_window_index(self.starting_on, self.size, ceil=True) - 1, self.size)
+        return start
+
+
+def _with_number(items: list[JsonObject], number: float) -> list[JsonObject]:
+    """``items`` with one cost (costs) or invoice total (breakdowns) replaced by ``number``.
+
+    Items may be shared with the data's caches, so the one altered is copied first.
+    """
+    # Prefer a costs window that has a cost to spoil over inventing one.
+    index = next((i for i, item in enumerate(items) if item.get("credit_types")), 0)
+    spoiled = copy.deepcopy(items[index])
+    if "credit_types" not in spoiled:
+        spoiled["total"] = number
+    elif spoiled["credit_types"]:
+        next(iter(spoiled["credit_types"].values()))["cost"] = number
+    else:
+        primary = CREDIT_TYPES[0]
+        spoiled["credit_types"][primary.id] = {"name": primary.name, "cost": number}
+    return [*items[:index], spoiled, *items[index + 1 :]]
 
 
 def _customer_matches(
@@ -440,7 +756,7 @@ class MetronomeSimulator:
     :meth:`stop`. Clients point at :attr:`url` and send ``Authorization: Bearer <token>``.
 
     Args:
-        token: The only bearer token accepted.
+        token: The bearer token accepted (with ``extra_tokens``).
         seed: Root of all generated data; the same seed gives the same ids and costs in every process.
         customers: Active customers.
         archived_customers: Archived customers, listed only with ``only_archived=true``.
@@ -452,9 +768,13 @@ class MetronomeSimulator:
         now: A frozen clock (aware datetime); None follows the wall clock.
         line_items_per_credit_type: Line items each credit type has on a day with usage.
         default_page_size: Page size when a request gives no ``limit``.
+        extra_tokens: More accepted bearer tokens, each with its own rate-limit budget (same data).
+        rate_limit: A token bucket per API token; None (the default) serves everything.
+        tls: Serve HTTPS with a certificate made at :meth:`start`; trust :attr:`certificate_path`.
 
-    ``latency``, ``availability_delay``, ``now``, ``default_page_size`` and the breakdown page spans
-    ``max_day_windows_per_page`` (35) and ``max_hour_windows_per_page`` (24) may be changed while running.
+    ``latency``, ``availability_delay``, ``now``, ``default_page_size``, ``rate_limit`` and the breakdown
+    page spans ``max_day_windows_per_page`` (35) and ``max_hour_windows_per_page`` (24) may be changed
+    while running.
     """
 
     def __init__(
@@ -472,11 +792,16 @@ class MetronomeSimulator:
         now: datetime | None = None,
         line_items_per_credit_type: int = 4,
         default_page_size: int = 25,
+        extra_tokens: Collection[str] = (),
+        rate_limit: RateLimit | None = None,
+        tls: bool = False,
     ) -> None:
         if not 1 <= default_page_size <= MAX_LIMIT:
             raise ValueError(f"default_page_size must be between 1 and {MAX_LIMIT}")
         self.token = token
+        self.extra_tokens = frozenset(extra_tokens)
         self.host = host
+        self.tls = tls
         self.latency = latency
         self.availability_delay = availability_delay
         self.default_page_size = default_page_size
@@ -492,8 +817,12 @@ class MetronomeSimulator:
         self.now = now
         self._faults = _FaultRegistry()
         self._log = _RequestLog()
+        self._limiter = _RateLimiter(rate_limit)
+        self._withheld_lock = threading.Lock()
+        self._withheld: dict[str, frozenset[date]] = {}
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self._certificates: _Certificates | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
@@ -501,7 +830,17 @@ class MetronomeSimulator:
         """Bind and start serving in a background thread; returns self."""
         if self._server is not None:
             raise RuntimeError("the simulator is already running")
-        server = _Server((self.host, self._requested_port), self)
+        certificates = _Certificates(self.host) if self.tls else None
+        try:
+            server = _Server(
+                (self.host, self._requested_port),
+                self,
+                None if certificates is None else certificates.context,
+            )
+        except BaseException:
+            if certificates is not None:
+                certificates.remove()
+            raise
         # A short poll interval keeps stop() quick; the idle cost is negligible.
         thread = threading.Thread(
             target=server.serve_forever,
@@ -510,20 +849,24 @@ class MetronomeSimulator:
             daemon=True,
         )
         thread.start()
-        self._server, self._thread = server, thread
+        self._server, self._thread, self._certificates = server, thread, certificates
         return self
 
     def stop(self) -> None:
-        """Stop serving and close every open connection (idempotent)."""
-        server, thread = self._server, self._thread
+        """Stop serving, close every open connection and remove TLS files (idempotent)."""
+        server, thread, certificates = self._server, self._thread, self._certificates
         if server is None or thread is None:
             return
-        self._server = self._thread = None
+        self._server = self._thread = self._certificates = None
+        # Wakes answers that are being trickled out, so they end now rather than byte by byte.
+        server.stopping.set()
         server.shutdown()
         server.server_close()
         # Idle keep-alive connections would otherwise keep being served by their threads.
         server.close_connections()
         thread.join()
+        if certificates is not None:
+            certificates.remove()
 
     def __enter__(self) -> MetronomeSimulator:
         return self.start()
@@ -542,9 +885,46 @@ class MetronomeSimulator:
 
     @property
     def url(self) -> str:
-        """Base URL without ``/v1`` or a trailing slash, e.g. ``http://127.0.0.1:54321``."""
+        """Base URL without ``/v1`` or a trailing slash, e.g. ``http://127.0.0.1:54321`` (``https`` with TLS)."""
         host = "127.0.0.1" if self.host in {"", "0.0.0.0"} else self.host
-        return f"http://{host}:{self.port}"
+        scheme = "https" if self._certificates is not None else "http"
+        return f"{scheme}://{host}:{self.port}"
+
+    @property
+    def certificate_path(self) -> str:
+        """PEM file of the certificate authority that signed the TLS certificate; only while running with TLS.
+
+        Pass it to clients as their CA bundle, e.g. ``requests.get(url, verify=sim.certificate_path)``.
+        """
+        if self._certificates is None:
+            raise RuntimeError("the simulator is not running with TLS")
+        return str(self._certificates.ca_path)
+
+    @property
+    def open_connections(self) -> int:
+        """TCP connections currently open (0 when stopped): shows when a client has hung up."""
+        server = self._server
+        return 0 if server is None else server.connection_count()
+
+    # -- rate limit --------------------------------------------------------------------------------------
+
+    @property
+    def rate_limit(self) -> RateLimit | None:
+        """The per-token rate limit, None when there is none.
+
+        Setting a new limit keeps what each token's bucket holds (capped to the new burst) and refills
+        it at the new rate from then on; setting None forgets every bucket, so the next limit starts full.
+        """
+        return self._limiter.limit
+
+    @rate_limit.setter
+    def rate_limit(self, value: RateLimit | None) -> None:
+        self._limiter.configure(value)
+
+    @property
+    def throttled_count(self) -> int:
+        """Requests the rate limit refused since the last :meth:`clear_requests`."""
+        return self._log.throttled_count
 
     # -- clock -------------------------------------------------------------------------------------------
 
@@ -592,6 +972,34 @@ class MetronomeSimulator:
         """Active customers whose ``/costs`` requests are refused with 400."""
         return list(self._data.unique_metric_ids)
 
+    @property
+    def costs_customer_ids(self) -> list[str]:
+        """Active customers whose ``/costs`` is served (no UNIQUE-type metric), in listing order."""
+        refused = set(self._data.unique_metric_ids)
+        return [customer["id"] for customer in self._data.active if customer["id"] not in refused]
+
+    def withhold(self, customer_id: str, days: Iterable[date]) -> None:
+        """Leave ``days`` (UTC dates) out of one customer's costs and breakdowns, as if not yet available.
+
+        Adds to the days already withheld; other customers, and the clock's :attr:`availability_delay`,
+        are unaffected. :meth:`costs_for` still answers for these days; :meth:`breakdowns_for` leaves
+        them out, as served.
+        """
+        customer_id = customer_id.lower()
+        if customer_id not in self._data.by_id:
+            raise KeyError(f"unknown customer {customer_id}")
+        withheld = {_utc(day).date() for day in days}
+        with self._withheld_lock:
+            self._withheld[customer_id] = self._withheld.get(customer_id, frozenset()) | withheld
+
+    def clear_withheld(self, customer_id: str | None = None) -> None:
+        """Serve again the days withheld from ``customer_id`` (None: from every customer)."""
+        with self._withheld_lock:
+            if customer_id is None:
+                self._withheld.clear()
+            else:
+                self._withheld.pop(customer_id.lower(), None)
+
     def costs_for(self, customer_id: str, day: date) -> JsonObject:
         """The ``/costs`` window of ``day`` (a UTC date), whether or not it is available yet.
 
@@ -616,27 +1024,42 @@ class MetronomeSimulator:
             raise KeyError(f"unknown customer {customer_id}")
         now = self.now
         breakdowns = []
-        for index in self._available_windows(_utc(window_start), _utc(window_end), window_size, now):
+        windows = self._available_windows(_utc(window_start), _utc(window_end), window_size, now, customer_id)
+        for index in windows:
             start = _window_start(index, window_size)
             status = invoice_status(start, now)
             breakdowns.extend(data.window_invoices(customer_id, start, window_size, status=status))
         return breakdowns
 
-    def _available_windows(self, start: datetime, end: datetime, size: WindowSize, now: datetime) -> range:
-        """Windows lying wholly inside ``[start, end)`` that ended at least ``availability_delay`` ago."""
+    def _available_windows(
+        self, start: datetime, end: datetime, size: WindowSize, now: datetime, customer_id: str
+    ) -> Sequence[int]:
+        """Windows lying wholly inside ``[start, end)`` that ended at least ``availability_delay`` ago.
+
+        Days withheld from the customer are left out.
+        """
         last = min(
             _window_index(end, size, ceil=False),
             _window_index(now - self.availability_delay, size, ceil=False),
         )
-        return range(_window_index(start, size, ceil=True), last)
+        windows = range(_window_index(start, size, ceil=True), last)
+        # No lock needed to read: withhold() replaces a customer's set whole, never edits it.
+        withheld = self._withheld.get(customer_id)
+        if not withheld:
+            # A range, not a list: requests may span decades of hourly windows.
+            return windows
+        return [index for index in windows if _window_start(index, size).date() not in withheld]
 
     # -- faults and request log --------------------------------------------------------------------------
 
     def inject(self, fault: Fault, path: str | None = None, times: int | None = 1) -> None:
         """Apply ``fault`` to the next ``times`` requests (None: forever) whose path contains ``path``.
 
-        Transport faults (status, drop, slow, malformed_json) fire before authentication and routing; page
-        faults (empty_page, repeating_cursor) fire only on requests that would get a successful list page.
+        Transport faults (status, drop, slow, malformed_json, redirect, bad_encoding, trickle) fire before
+        authentication and routing, but after the rate limit; page faults (empty_page, repeating_cursor,
+        endless_cursor) fire only on requests that would get a successful list page, and window faults
+        (nan_body, duplicate_window, out_of_range_window) only on successful costs and breakdowns pages
+        with data.
         """
         self._faults.add(fault, path, times)
 
@@ -652,7 +1075,7 @@ class MetronomeSimulator:
         return [record for record in self._log.snapshot() if path_substring in record.path]
 
     def clear_requests(self) -> None:
-        """Forget logged requests and reset :attr:`max_in_flight`."""
+        """Forget logged requests and reset :attr:`max_in_flight` and :attr:`throttled_count`."""
         self._log.clear()
 
     @property
@@ -662,37 +1085,68 @@ class MetronomeSimulator:
 
     # -- request handling --------------------------------------------------------------------------------
 
-    @contextmanager
-    def _track(
-        self, method: str, target: str, authorization: str | None, connection_id: int
-    ) -> Iterator[_Incoming]:
-        """Log the request before anything is answered, and count it as in flight until the block ends."""
+    def _handle(self, method: str, target: str, authorization: str | None, connection_id: int) -> _Response:
+        """Log the request before anything is answered, and count it as in flight until its answer is made.
+
+        The answer is out of flight before it leaves: a client that reacts at once must not be counted twice.
+        """
+        incoming = self._incoming(method, target, authorization)
+        slot = self._log.begin(incoming, connection_id)
+        response: _Response | None = None
+        try:
+            response = self._respond(incoming)
+        finally:
+            self._log.end(slot, response)
+        return response
+
+    def _incoming(self, method: str, target: str, authorization: str | None) -> _Incoming:
         split = urlsplit(target)
         scheme, _, credentials = (authorization or "").partition(" ")
-        incoming = _Incoming(
+        credentials = credentials.strip()
+        accepted = scheme.lower() == "bearer" and (
+            credentials == self.token or credentials in self.extra_tokens
+        )
+        return _Incoming(
             method=method,
+            target=target,
             path=unquote(split.path),
             query=parse_qs(split.query, keep_blank_values=True),
-            authorized=scheme.lower() == "bearer" and credentials.strip() == self.token,
+            token=credentials if accepted else None,
         )
-        self._log.begin(incoming, connection_id)
-        try:
-            yield incoming
-        finally:
-            self._log.end()
 
     def _respond(self, incoming: _Incoming) -> _Response:
+        # The budget comes first, as at an API gateway; requests with an unknown token never spend it.
+        if incoming.token is not None:
+            throttled = self._limiter.admit(incoming.token)
+            if throttled is not None:
+                return throttled
         if self.latency > 0:
             time.sleep(self.latency)
-        fault = self._faults.take(incoming.path, page=False)
-        if fault is not None and fault.kind != "slow":
-            return _transport_fault_response(fault)
-        if fault is not None:
+        fault = self._faults.take(incoming.path, _TRANSPORT_FAULTS)
+        if fault is not None and fault.kind not in {"slow", "trickle"}:
+            return self._transport_fault_response(fault, incoming)
+        if fault is not None and fault.kind == "slow":
             time.sleep(fault.seconds)
         try:
-            return self._dispatch(incoming)
+            response = self._dispatch(incoming)
         except _ApiError as error:
-            return _json_response(error.status, {"message": error.message}, error.headers)
+            response = _json_response(error.status, {"message": error.message}, error.headers)
+        if fault is not None and fault.kind == "trickle":
+            response = replace(response, seconds_per_byte=fault.seconds)
+        return response
+
+    def _transport_fault_response(self, fault: Fault, incoming: _Incoming) -> _Response:
+        if fault.kind == "drop":
+            return _Response(0, drop=True)
+        if fault.kind == "malformed_json":
+            return _Response(200, _MALFORMED_BODY)
+        if fault.kind == "bad_encoding":
+            return _Response(200, _NOT_GZIP_BODY, fault.headers)
+        headers = fault.headers
+        if fault.kind == "redirect" and not headers:
+            scheme = "https" if self._certificates is not None else "http"
+            headers = (("Location", f"{scheme}://{REDIRECT_HOST}:{self.port}{incoming.target}"),)
+        return _json_response(fault.status_code, {"message": fault.message}, headers)
 
     def _dispatch(self, incoming: _Incoming) -> _Response:
         if not incoming.authorized:
@@ -710,13 +1164,30 @@ class MetronomeSimulator:
             return self._list_costs(incoming.path, query, customer_id)
         return self._list_breakdowns(incoming.path, query, customer_id)
 
-    def _page(self, page: _PageRequest, items: list[JsonObject], next_position: Position | None) -> _Response:
-        next_page = None if next_position is None else _encode_cursor(next_position, page.digest)
-        fault = self._faults.take(page.path, page=True)
-        if fault is not None and fault.kind == "empty_page":
+    def _page(
+        self, page: _PageRequest, collect: Collector, windowed: _WindowedQuery | None = None
+    ) -> _Response:
+        """The page ``page`` asks for, as altered by a page fault if one is pending.
+
+        Window faults are only taken for a page with data: they have nothing to spoil on an empty one.
+        """
+        fault = self._faults.take(page.path, _LIST_PAGE_FAULTS)
+        kind = None if fault is None else fault.kind
+        items: list[JsonObject]
+        next_page: str | None
+        if kind == "empty_page":
             items, next_page = [], _encode_cursor(page.position, page.digest, nonce=uuid.uuid4().hex)
-        elif fault is not None:
+        elif kind == "endless_cursor":
+            items, next_page = _endless_page(page, collect)
+        else:
+            items, next_position = collect(page.position)
+            next_page = None if next_position is None else _encode_cursor(next_position, page.digest)
+        if kind == "repeating_cursor":
             next_page = page.raw_cursor or _encode_cursor((0, 0), page.digest)
+        if fault is None and windowed is not None and items:
+            spoiler = self._faults.take(page.path, _WINDOW_PAGE_FAULTS)
+            if spoiler is not None:
+                items = windowed.spoil(spoiler, items)
         return _json_response(200, {"data": items, "next_page": next_page})
 
     def _list_customers(self, path: str, query: _Query) -> _Response:
@@ -728,10 +1199,11 @@ class MetronomeSimulator:
         data = self._data
         pool = data.archived if only_archived else data.active
         matches = [customer for customer in pool if _customer_matches(customer, ids, alias, salesforce_ids)]
-        items, next_position = _collect(
-            len(matches), page.position, page.limit, page.limit, lambda i: [matches[i]]
-        )
-        return self._page(page, items, next_position)
+
+        def collect(position: Position) -> Page:
+            return _collect(len(matches), position, page.limit, page.limit, lambda i: [matches[i]])
+
+        return self._page(page, collect)
 
     def _list_costs(self, path: str, query: _Query, customer_id: str) -> _Response:
         page = _page_request(path, query, self.default_page_size)
@@ -742,13 +1214,23 @@ class MetronomeSimulator:
             raise _bad_request(
                 "Costs are not supported for customers whose plan includes a UNIQUE-type billable metric"
             )
-        windows = self._available_windows(starting_on, ending_before, "day", self.now)
+        windows = self._available_windows(starting_on, ending_before, "day", self.now, customer_id)
 
-        def window_at(position: int) -> list[JsonObject]:
-            return [data.costs_window(customer_id, _window_start(windows[position], "day").date())]
+        def window_items(start: datetime) -> list[JsonObject]:
+            return [data.costs_window(customer_id, start.date())]
 
-        items, next_position = _collect(len(windows), page.position, page.limit, page.limit, window_at)
-        return self._page(page, items, next_position)
+        def collect(position: Position) -> Page:
+            # Each window is one item, so ``limit`` (at most 100) bounds the windows of a page.
+            return _collect(
+                len(windows),
+                position,
+                page.limit,
+                page.limit,
+                lambda i: window_items(_window_start(windows[i], "day")),
+            )
+
+        windowed = _WindowedQuery("day", starting_on, ending_before, "start_timestamp", window_items)
+        return self._page(page, collect, windowed)
 
     def _list_breakdowns(self, path: str, query: _Query, customer_id: str) -> _Response:
         page = _page_request(path, query, self.default_page_size)
@@ -761,7 +1243,7 @@ class MetronomeSimulator:
         data = self._data
         _require_customer(data, customer_id)
         now = self.now
-        windows = self._available_windows(starting_on, ending_before, size, now)
+        windows = self._available_windows(starting_on, ending_before, size, now, customer_id)
         if credit_type_id is not None and credit_type_id not in CREDIT_TYPES_BY_ID:
             # Nothing can match, so answer at once instead of paging through empty windows.
             windows = range(0)
@@ -781,9 +1263,18 @@ class MetronomeSimulator:
                 skip_zero_qty_line_items=skip_zero,
             )
 
+        def window_items(start: datetime) -> list[JsonObject]:
+            # Unfiltered, so an out-of-range window always shows up with at least one invoice.
+            return data.window_invoices(customer_id, start, size, status=invoice_status(start, now))
+
+        # A page spans at most 35 daily (24 hourly) windows whatever ``limit`` says, as documented.
         max_windows = self.max_hour_windows_per_page if size == "hour" else self.max_day_windows_per_page
-        items, next_position = _collect(len(windows), page.position, page.limit, max_windows, invoices_at)
-        return self._page(page, items, next_position)
+
+        def collect(position: Position) -> Page:
+            return _collect(len(windows), position, page.limit, max_windows, invoices_at)
+
+        windowed = _WindowedQuery(size, starting_on, ending_before, "breakdown_start_timestamp", window_items)
+        return self._page(page, collect, windowed)
 
 
 def _require_customer(data: Dataset, customer_id: str) -> None:
@@ -800,22 +1291,18 @@ def _route(path: str) -> tuple[str, str]:
     raise _ApiError(404, "Not found")
 
 
-def _transport_fault_response(fault: Fault) -> _Response:
-    if fault.kind == "drop":
-        return _Response(0, drop=True)
-    if fault.kind == "malformed_json":
-        return _Response(200, _MALFORMED_BODY)
-    return _json_response(fault.status_code, {"message": fault.message}, fault.headers)
-
-
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     # Keep-alive connections may idle forever: stop() closes them instead of waiting for them.
     block_on_close = False
     request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], simulator: MetronomeSimulator) -> None:
+    def __init__(
+        self, address: tuple[str, int], simulator: MetronomeSimulator, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.simulator = simulator
+        self.tls = tls
+        self.stopping = threading.Event()
         self._lock = threading.Lock()
         self._connections: set[socket.socket] = set()
         self._connection_ids = itertools.count(1)
@@ -830,6 +1317,10 @@ class _Server(ThreadingHTTPServer):
         connection, address = self.socket.accept()
         # Without TCP_NODELAY a small answer can wait ~40 ms for the client's delayed ACK.
         connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.tls is not None:
+            # The handshake waits for the connection's own thread (_Handler.setup): done here, in the one
+            # thread that accepts, a client that never speaks would stall every other connection.
+            connection = self.tls.wrap_socket(connection, server_side=True, do_handshake_on_connect=False)
         with self._lock:
             self._connections.add(connection)
         return connection, address
@@ -840,20 +1331,27 @@ class _Server(ThreadingHTTPServer):
         super().shutdown_request(request)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client hanging up mid-answer is routine (timeouts, dropped pools), not worth a traceback.
-        if not isinstance(sys.exc_info()[1], ConnectionError):
+        # A client hanging up mid-answer is routine (timeouts, dropped pools), and so is one refusing the
+        # certificate or speaking plain HTTP to the TLS port: socket and TLS errors are not worth a traceback.
+        if not isinstance(sys.exc_info()[1], OSError):
             super().handle_error(request, client_address)
 
     def next_connection_id(self) -> int:
         with self._lock:
             return next(self._connection_ids)
 
+    def connection_count(self) -> int:
+        with self._lock:
+            return len(self._connections)
+
     def close_connections(self) -> None:
         with self._lock:
             connections = list(self._connections)
         for connection in connections:
             with suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
+                # The plain socket's shutdown: SSLSocket.shutdown also drops its TLS state under the feet
+                # of the thread still reading from it.
+                socket.socket.shutdown(connection, socket.SHUT_RDWR)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -861,8 +1359,15 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
     def setup(self) -> None:
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.settimeout(TLS_HANDSHAKE_TIMEOUT)
+            self.request.do_handshake()
+            self.request.settimeout(None)
         super().setup()
         self.connection_id = self.server.next_connection_id()
+        # Named after the simulator's port, so a test can tell whether this simulator's connections are gone.
+        port = self.server.server_address[1]
+        threading.current_thread().name = f"{CONNECTION_THREAD_PREFIX}{port}-{self.connection_id}"
 
     def log_message(self, format: str, *args: Any) -> None:
         """Silenced: a line per request would flood test output and slow benchmarks."""
@@ -873,13 +1378,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._write(_json_response(code, {"message": message or _reason(code)}))
 
     def do_GET(self) -> None:
-        simulator = self.server.simulator
         self._discard_body()
-        with simulator._track(
+        response = self.server.simulator._handle(
             self.command, self.path, self.headers.get("Authorization"), self.connection_id
-        ) as incoming:
-            response = simulator._respond(incoming)
-        # Out of flight before the answer leaves: a client that reacts at once must not be counted twice.
+        )
         if response.drop:
             self.close_connection = True
         else:
@@ -910,4 +1412,148 @@ class _Handler(BaseHTTPRequestHandler):
         if self.close_connection:
             lines.append("Connection: close")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        self.wfile.write(head if self.command == "HEAD" else head + response.body)
+        if self.command == "HEAD":
+            self.wfile.write(head)
+        elif response.seconds_per_byte > 0:
+            self.wfile.write(head)
+            self._trickle(response.body, response.seconds_per_byte)
+        else:
+            self.wfile.write(head + response.body)
+
+    def _trickle(self, body: bytes, pause: float) -> None:
+        """Send ``body`` a byte at a time, ``pause`` seconds apart, until done, the client leaves or we stop."""
+        for offset in range(len(body)):
+            # Waiting on the stop event rather than sleeping lets stop() end a long trickle at once.
+            if self.server.stopping.wait(pause):
+                self.close_connection = True
+                return
+            try:
+                self.wfile.write(body[offset : offset + 1])
+            except OSError:
+                # The client hung up: the rest of the body has nowhere to go.
+                self.close_connection = True
+                return
+
+
+class _Certificates:
+    """A throw-away certificate authority and a server certificate it signed, in a private temporary directory.
+
+    A separate CA (rather than one self-signed server certificate) keeps strict verifiers happy, such as
+    Python 3.13's default ``VERIFY_X509_STRICT``.
+    """
+
+    def __init__(self, host: str) -> None:
+        self.directory = Path(tempfile.mkdtemp(prefix="metronome-simulator-tls-"))
+        try:
+            self.ca_path = self.directory / "ca.pem"
+            chain_path, key_path = self.directory / "server.pem", self.directory / "server-key.pem"
+            _write_certificates(self.ca_path, chain_path, key_path, host)
+            self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.context.load_cert_chain(chain_path, key_path)
+        except BaseException:
+            self.remove()
+            raise
+
+    def remove(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _write_certificates(ca_path: Path, chain_path: Path, key_path: Path, host: str) -> None:
+    """Write a new CA's certificate, a server certificate for ``host`` and localhost, and the server's key."""
+    # Imported here: only TLS needs it, and it is slow to import next to the rest of the simulator.
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_certificate = _ca_certificate(ca_key)
+    server_certificate = _server_certificate(server_key, ca_key, ca_certificate, host)
+    pem = serialization.Encoding.PEM
+    ca_path.write_bytes(ca_certificate.public_bytes(pem))
+    chain_path.write_bytes(server_certificate.public_bytes(pem) + ca_certificate.public_bytes(pem))
+    key_path.write_bytes(
+        server_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+
+
+def _certificate_builder(subject: Any, issuer: Any, public_key: Any) -> Any:
+    """A certificate builder valid from an hour ago (for clients whose clock lags) for the lifetime."""
+    from cryptography import x509
+
+    now = datetime.now(timezone.utc)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(hours=1))
+        .not_valid_after(now + TLS_CERTIFICATE_LIFETIME)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+    )
+
+
+def _key_usage(*, signs_certificates: bool) -> Any:
+    from cryptography import x509
+
+    return x509.KeyUsage(
+        digital_signature=not signs_certificates,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=signs_certificates,
+        crl_sign=signs_certificates,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def _ca_certificate(ca_key: Any) -> Any:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, _CA_NAME)])
+    return (
+        _certificate_builder(name, name, ca_key.public_key())
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_key_usage(signs_certificates=True), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+
+
+def _server_certificate(server_key: Any, ca_key: Any, ca_certificate: Any, host: str) -> Any:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    return (
+        _certificate_builder(subject, ca_certificate.subject, server_key.public_key())
+        .add_extension(x509.SubjectAlternativeName(_subject_names(host)), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_key_usage(signs_certificates=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+
+
+def _subject_names(host: str) -> list[Any]:
+    """localhost and the loopback addresses, plus the host the simulator listens on when it is specific."""
+    from cryptography import x509
+
+    names: list[Any] = [
+        x509.DNSName("localhost"),
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        x509.IPAddress(ipaddress.ip_address("::1")),
+    ]
+    if host in {"", "0.0.0.0", "::", "localhost", "127.0.0.1", "::1"}:
+        return names
+    try:
+        names.append(x509.IPAddress(ipaddress.ip_address(host)))
+    except ValueError:
+        names.append(x509.DNSName(host))
+    return names

@@ -9,17 +9,19 @@ from typing import Any
 import pendulum
 
 from airflow_provider_metronome._compat import AirflowException, BaseTrigger, TriggerEvent
-from airflow_provider_metronome.arguments import (
+from airflow_provider_metronome.hooks.metronome import MetronomeHook
+from airflow_provider_metronome.utils.availability import Availability, check_availability
+from airflow_provider_metronome.utils.validation import (
     DEFAULT_MAX_WORKERS,
     CustomerErrorPolicy,
-    parse_customer_ids,
-    validate_customer_error_policy,
-    validate_max_workers,
-    validate_source,
+    check_customer_error_policy,
+    check_customer_id,
+    check_customer_ids,
+    check_int,
+    check_max_workers,
+    check_source,
 )
-from airflow_provider_metronome.availability import Availability, check_availability
-from airflow_provider_metronome.hooks.metronome import MetronomeHook
-from airflow_provider_metronome.window import DayWindow, format_timestamp, to_utc
+from airflow_provider_metronome.utils.window import DayWindow, format_timestamp, to_utc
 
 
 class MetronomeCostsTrigger(BaseTrigger):
@@ -43,6 +45,9 @@ class MetronomeCostsTrigger(BaseTrigger):
     :param timeout_at: RFC 3339 moment after which a failed check ends the wait, or None to wait forever.
     :param max_workers: Customers checked in parallel.
     :param on_customer_error: ``"fail"`` or ``"skip"``, as on the sensor.
+    :param sample_customers: Ask at most this many customers per check, as on the sensor.
+    :param first_customer: The customer to ask first (the one the sensor's own check found missing);
+        afterwards, the one missing at the previous check.
     """
 
     def __init__(
@@ -57,12 +62,14 @@ class MetronomeCostsTrigger(BaseTrigger):
         timeout_at: str | None = None,
         max_workers: int = DEFAULT_MAX_WORKERS,
         on_customer_error: CustomerErrorPolicy = "fail",
+        sample_customers: int | None = None,
+        first_customer: str | None = None,
     ) -> None:
         super().__init__()
         self.metronome_conn_id = metronome_conn_id
-        self.customer_ids = parse_customer_ids(customer_ids)
+        self.customer_ids = check_customer_ids(customer_ids)
         self.window = DayWindow.of(starting_on, ending_before)
-        self.source = validate_source(source)
+        self.source = check_source(source)
         if (
             isinstance(poke_interval, bool)
             or not isinstance(poke_interval, (int, float))
@@ -71,8 +78,12 @@ class MetronomeCostsTrigger(BaseTrigger):
             raise ValueError(f"poke_interval={poke_interval!r} must be a non-negative number of seconds.")
         self.poke_interval = float(poke_interval)
         self.timeout_at = to_utc(timeout_at, name="timeout_at") if timeout_at is not None else None
-        self.max_workers = validate_max_workers(max_workers)
-        self.on_customer_error = validate_customer_error_policy(on_customer_error)
+        self.max_workers = check_max_workers(max_workers)
+        self.on_customer_error = check_customer_error_policy(on_customer_error)
+        self.sample_customers = (
+            None if sample_customers is None else check_int("sample_customers", sample_customers, minimum=1)
+        )
+        self.first_customer = None if first_customer is None else check_customer_id(first_customer)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -80,17 +91,19 @@ class MetronomeCostsTrigger(BaseTrigger):
             {
                 "metronome_conn_id": self.metronome_conn_id,
                 "customer_ids": self.customer_ids,
-                "starting_on": format_timestamp(self.window.start),
-                "ending_before": format_timestamp(self.window.end),
+                **self.window.as_dict(),
                 "source": self.source,
                 "poke_interval": self.poke_interval,
                 "timeout_at": format_timestamp(self.timeout_at) if self.timeout_at is not None else None,
                 "max_workers": self.max_workers,
                 "on_customer_error": self.on_customer_error,
+                "sample_customers": self.sample_customers,
+                "first_customer": self.first_customer,
             },
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        first = self.first_customer
         while True:
             try:
                 # A thread, because the hook is synchronous (requests, and a connection read that
@@ -103,11 +116,15 @@ class MetronomeCostsTrigger(BaseTrigger):
                     self.source,
                     max_workers=self.max_workers,
                     skip_customer_errors=self.on_customer_error == "skip",
+                    first=first,
+                    sample=self.sample_customers,
                     log=self.log,
                 )
             except (AirflowException, ValueError) as err:
                 yield TriggerEvent({"status": "error", "message": str(err)})
                 return
+            if availability is not None:
+                first = availability.first_missing
             if availability is not None and availability.complete:
                 yield TriggerEvent(
                     {"status": "success", "message": availability.summary(), **self.window.as_dict()}

@@ -18,7 +18,7 @@ DAY = dt.date(2024, 1, 5)
 STARTING_ON = f"{DAY.isoformat()}T00:00:00Z"
 ENDING_BEFORE = f"{(DAY + dt.timedelta(days=1)).isoformat()}T00:00:00Z"
 PAGE_SIZE = 100
-CHILD_TIMEOUT = 600
+CHILD_TIMEOUT = 1800
 
 
 def airflow_env(home: Path, url: str | None = None, token: str | None = None) -> dict[str, str]:

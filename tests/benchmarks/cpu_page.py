@@ -2,7 +2,8 @@
 
 The page is real simulator output (one customer, 100 consecutive days, the simulator's default line-item
 breakdowns), fetched once over HTTP. The provider's work per page is what the operator does with it:
-``Page[CostWindow].model_validate_json`` (the hook's parse), ``in_window_order``, ``to_records`` and
+``Page[CostWindow].model_validate_json`` (the hook's parse), ``check_day_windows`` (the fetch engine's
+check and order), ``to_records`` and
 ``encode_record`` for every record. The floor turns the same bytes into the same JSON lines with the
 standard library only: ``json.loads``, then one ``json.dumps`` per window.
 """
@@ -18,8 +19,12 @@ from typing import Any
 import requests
 
 from airflow_provider_metronome.models import CostWindow, Page
-from airflow_provider_metronome.records import RecordFormat, encode_record, in_window_order, to_records
 from airflow_provider_metronome.testing import MetronomeSimulator
+from airflow_provider_metronome.utils.fetch import check_day_windows
+from airflow_provider_metronome.utils.records import to_records
+from airflow_provider_metronome.utils.storage import encode_record
+from airflow_provider_metronome.utils.validation import RecordFormat
+from airflow_provider_metronome.utils.window import DayWindow
 from tests.benchmarks.common import PAGE_SIZE
 from tests.benchmarks.simulator_process import FROZEN_NOW
 
@@ -55,10 +60,12 @@ def provider_pipeline(
     customer_id: str, body: bytes, record_format: RecordFormat
 ) -> Callable[[], list[bytes]]:
     page_type = Page[CostWindow]
+    window = DayWindow.of(FIRST_DAY, FIRST_DAY + dt.timedelta(days=PAGE_SIZE))
 
     def run() -> list[bytes]:
         page = page_type.model_validate_json(body)
-        records = to_records(record_format, customer_id, in_window_order(page.data))
+        day_objects = check_day_windows(page.data, window, "costs", customer_id)
+        records = to_records(record_format, customer_id, (item for _, item in day_objects))
         return [encode_record(record) for record in records]
 
     return run

@@ -107,45 +107,115 @@ def run_sdk(url: str, token: str, out: Path) -> dict[str, Any]:
     }
 
 
-def run_operator(out: Path, max_workers: int | None) -> dict[str, Any]:
-    """``MetronomeCostsOperator.execute()`` for every active customer, to a ``file://`` JSON Lines object.
+def run_operator(
+    out: Path, max_workers: int | None, customer_ids: list[str] | None = None, name: str = "operator"
+) -> dict[str, Any]:
+    """``MetronomeCostsOperator.execute()`` with its defaults, to a ``file://`` JSON Lines object.
 
     :param max_workers: None for the operator's default.
+    :param customer_ids: None for every active customer (listed by the operator).
+    A failed run is reported (``failed``), not raised: the rate-limit part publishes failures too.
     """
     from airflow_provider_metronome.operators.costs import MetronomeCostsOperator
 
     tuning: dict[str, Any] = {} if max_workers is None else {"max_workers": max_workers}
     operator = MetronomeCostsOperator(
         task_id="costs",
-        output_uri=f"file://{out}/operator.jsonl",
+        customer_ids=customer_ids,
+        output_uri=f"file://{out}/{name}.jsonl",
         starting_on=STARTING_ON,
         ending_before=ENDING_BEFORE,
         **tuning,
     )
     started = time.perf_counter()
-    manifest = operator.execute({})  # type: ignore[arg-type]
+    try:
+        manifest = operator.execute({})  # type: ignore[arg-type]
+    except Exception as err:
+        return {"seconds": time.perf_counter() - started, "failed": f"{type(err).__name__}: {err}"[:300]}
     seconds = time.perf_counter() - started
-    # The simulator counts the operator's requests; the hook keeps no count of its own.
+    # The simulator counts the operator's requests.
     return {
         "seconds": seconds,
         "customers": manifest["customers"],
         "windows": manifest["records"],
         "client_requests": None,
         "max_workers": operator.max_workers,
-        "output": str(out / "operator.jsonl"),
+        "output": str(out / f"{name}.jsonl"),
+    }
+
+
+def run_requests_tenacity(url: str, token: str, out: Path) -> dict[str, Any]:
+    """A sequential ``requests`` loop with ``tenacity`` retries of 429 and 5xx, as a user would write it."""
+    import requests
+    from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
+
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {token}"
+    sent = 0
+
+    def retryable(error: BaseException) -> bool:
+        response = getattr(error, "response", None)
+        return response is not None and (response.status_code == 429 or response.status_code >= 500)
+
+    @retry(
+        retry=retry_if_exception(retryable),
+        wait=wait_exponential(multiplier=0.5, max=8),
+        stop=stop_after_attempt(6),
+    )
+    def get(path: str, query: dict[str, Any]) -> dict[str, Any]:
+        nonlocal sent
+        sent += 1
+        response = session.get(url + path, params=query, timeout=60)
+        response.raise_for_status()
+        body: dict[str, Any] = response.json()
+        return body
+
+    def paginate(path: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        query = {**params, "limit": PAGE_SIZE}
+        while True:
+            body = get(path, query)
+            yield from body["data"]
+            if not body.get("next_page"):
+                return
+            query["next_page"] = body["next_page"]
+
+    started = time.perf_counter()
+    try:
+        customer_ids = sorted(customer["id"] for customer in paginate("/v1/customers", {}))
+        windows = 0
+        with (out / "requests-tenacity.jsonl").open("w", encoding="utf-8") as file:
+            for customer_id in customer_ids:
+                day = {"starting_on": STARTING_ON, "ending_before": ENDING_BEFORE}
+                for window in paginate(f"/v1/customers/{customer_id}/costs", day):
+                    file.write(_line(customer_id, window))
+                    windows += 1
+    except Exception as err:
+        return {"seconds": time.perf_counter() - started, "failed": f"{type(err).__name__}: {err}"[:300]}
+    return {
+        "seconds": time.perf_counter() - started,
+        "customers": len(customer_ids),
+        "windows": windows,
+        "client_requests": sent,
+        "max_workers": 1,
+        "output": str(out / "requests-tenacity.jsonl"),
     }
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("path", choices=("operator", "requests", "sdk"))
+    parser.add_argument("path", choices=("operator", "requests", "requests-tenacity", "sdk"))
     parser.add_argument("--url", required=True)
     parser.add_argument("--token", required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--max-workers", type=int, help="operator only; default: the operator's default")
+    parser.add_argument("--customers-file", type=Path, help="operator only: a JSON list of customer ids")
+    parser.add_argument("--name", default="operator", help="operator only: the output file's name")
     args = parser.parse_args(argv)
     if args.path == "operator":
-        emit(run_operator(args.out, args.max_workers))
+        ids = json.loads(args.customers_file.read_text()) if args.customers_file else None
+        emit(run_operator(args.out, args.max_workers, ids, args.name))
+    elif args.path == "requests-tenacity":
+        emit(run_requests_tenacity(args.url, args.token, args.out))
     elif args.path == "requests":
         emit(run_requests_loop(args.url, args.token, args.out))
     else:

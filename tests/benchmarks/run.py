@@ -7,7 +7,9 @@ test run. It starts the project's simulator in a separate process and measures:
    tuned ``max_workers``, a sequential ``requests`` loop, and the official ``metronome-sdk`` client;
 2. the CPU cost of one 100-window costs page against a ``json.loads`` + ``json.dumps`` floor;
 3. the operator's peak RSS for 100 and for 10,000 customers with large line-item breakdowns;
-4. what importing the operator and sensor adds to parsing a DAG file.
+4. what importing the operator and sensor adds to parsing a DAG file;
+5. the all-customers fetch under a rate-limited simulator, against the version before the rate
+   controller and a plain ``requests`` + ``tenacity`` loop (:mod:`tests.benchmarks.rate_limit`).
 
 Progress goes to stderr; the results go to stdout as markdown, ready to paste under the README's
 "Benchmarks" heading. ``--only`` runs some parts; the targets of parts not run are left out. The exit
@@ -37,7 +39,7 @@ from collections.abc import Callable, Sequence  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from typing import Any  # noqa: E402
 
-from tests.benchmarks import cpu_page, import_cost, memory_child  # noqa: E402
+from tests.benchmarks import cpu_page, import_cost, memory_child, rate_limit  # noqa: E402
 from tests.benchmarks.common import DAY, PAGE_SIZE, airflow_env, run_child  # noqa: E402
 from tests.benchmarks.simulator_process import SimulatorProcess  # noqa: E402
 
@@ -56,7 +58,7 @@ TARGET_SPEEDUP = 10.0
 TARGET_PAGE_RATIO = 3.0
 TARGET_RSS_GROWTH_MB = 30.0
 TARGET_IMPORT_MS = 100.0
-PARTS = ("fetch", "cpu", "memory", "imports")
+PARTS = ("fetch", "cpu", "memory", "imports", "ratelimit")
 
 
 def progress(message: str) -> None:
@@ -281,7 +283,7 @@ def cpu_section(result: dict[str, Any]) -> tuple[list[str], list[Target]]:
         f"{result['line_items_seconds'] * 1e6:,.0f} | {result['line_items_seconds'] / floor:.2f}x |",
         "",
         "Provider = the hook's parse and validation (`Page[CostWindow].model_validate_json`), then the "
-        "operator's `in_window_order`, `to_records` and `encode_record`. The floor produces the same "
+        "fetch engine's `check_day_windows`, then `to_records` and `encode_record`. The floor produces the same "
         "bytes as the raw format (checked). Best of "
         f"{cpu_page.TIMING_REPEATS} timeit repeats.",
     ]
@@ -464,10 +466,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="metronome-bench-") as tmp:
             return imports_section(import_cost.measure(airflow_env(Path(tmp)), Path(tmp)))
 
+    def ratelimit() -> tuple[list[str], list[Target]]:
+        lines, found = rate_limit.run()
+        return lines, [Target(*target) for target in found]
+
     part("fetch", fetch)
     part("cpu", cpu)
     part("memory", lambda: memory_section(run_memory()))
     part("imports", imports)
+    part("ratelimit", ratelimit)
     progress(f"done in {time.monotonic() - started:.0f} s")
 
     report = [header(), targets_table(targets), *sections]

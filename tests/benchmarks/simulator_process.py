@@ -3,8 +3,10 @@
 ``python -m tests.benchmarks.simulator_process --customers 1000 --latency-ms 50`` prints one JSON line
 with the URL, then answers commands on stdin, one per line, each with one JSON line on stdout:
 
-- ``stats``: requests received since the last reset, by endpoint, and the most handled at once;
-- ``reset``: forget the logged requests.
+- ``stats``: requests received since the last reset, by endpoint, the 429s of the rate limit, and the
+  most handled at once;
+- ``reset``: forget the logged requests;
+- ``customers``: the active customer ids, in listing order (without a request, so outside any rate limit).
 
 It stops when stdin closes. Unlike ``python -m airflow_provider_metronome.testing``, it sets the size
 of line-item breakdowns and the number of UNIQUE-metric customers, and reports the exact request count.
@@ -23,7 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from airflow_provider_metronome.testing import DEFAULT_TOKEN, MetronomeSimulator
+from airflow_provider_metronome.testing import DEFAULT_TOKEN, MetronomeSimulator, RateLimit
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FROZEN_NOW = "2024-02-01T00:00:00+00:00"
@@ -41,6 +43,7 @@ def _stats(sim: MetronomeSimulator) -> dict[str, Any]:
         "requests": len(records),
         "by_endpoint": dict(Counter(_endpoint(record.path) for record in records)),
         "unauthorized": sum(not record.authorized for record in records),
+        "throttled": sim.throttled_count,
         "max_in_flight": sim.max_in_flight,
     }
 
@@ -52,12 +55,18 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--line-items", type=int, default=4, help="line items per credit type")
     parser.add_argument("--unique-metric-customers", type=int, default=0)
     parser.add_argument("--warm-day", type=dt.date.fromisoformat, help="generate this day's costs up front")
+    parser.add_argument("--rate-limit", type=float, help="requests per second for the token (a token bucket)")
+    parser.add_argument(
+        "--retry-after", choices=("seconds", "ms"), help="what a 429 carries; default nothing"
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    rate_limit = None if args.rate_limit is None else RateLimit(args.rate_limit, retry_after=args.retry_after)
     sim = MetronomeSimulator(
+        rate_limit=rate_limit,
         customers=args.customers,
         unique_metric_customers=args.unique_metric_customers,
         latency=args.latency_ms / 1000,
@@ -77,6 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             elif command == "reset":
                 sim.clear_requests()
                 print("{}", flush=True)
+            elif command == "customers":
+                print(json.dumps({"ids": sim.active_customer_ids}), flush=True)
             else:
                 print(json.dumps({"error": f"unknown command {command!r}"}), flush=True)
     return 0
@@ -128,6 +139,11 @@ class SimulatorProcess:
 
     def reset(self) -> None:
         self._command("reset")
+
+    def customer_ids(self) -> list[str]:
+        """The active customers, asked without a request (outside any rate limit)."""
+        ids: list[str] = self._command("customers")["ids"]
+        return ids
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None

@@ -1,0 +1,182 @@
+"""Turning Metronome objects into output records: the ``raw`` and ``line_items`` formats.
+
+``raw``: one record per object the API returned, as it returned it, with ``customer_id`` first.
+
+``line_items``: one flat record per line item.
+
+- costs (``/costs``): :data:`COSTS_LINE_ITEM_FIELDS`. A credit type without a line item breakdown (the
+  key missing or empty) gives one record whose ``line_item_name``, ``group_key`` and ``group_value``
+  are null and whose ``cost`` is the credit type's cost, so totals are never lost.
+- invoice breakdowns: :data:`BREAKDOWN_LINE_ITEM_FIELDS`, the costs fields (``cost`` is the line
+  item's ``total``; the credit type is the line item's, else the invoice's) followed by ``quantity``,
+  ``product_id``, ``line_item_type``, ``invoice_id`` and ``invoice_status``. An invoice without line
+  items gives one record with null line-item fields and the invoice's ``total`` as ``cost``.
+
+Every record is a plain ``dict`` of JSON values whose key order is fixed, so that the same answers
+always encode to the same bytes (see :func:`~airflow_provider_metronome.utils.storage.encode_record`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import groupby
+from typing import Any
+
+from airflow_provider_metronome.models import (
+    CostWindow,
+    CreditTypeCost,
+    InvoiceBreakdown,
+    InvoiceLineItem,
+    SourceObject,
+)
+from airflow_provider_metronome.utils.validation import RecordFormat
+
+Record = dict[str, Any]
+DayRecords = list[tuple[dt.date, list[Record]]]
+"""One customer's records grouped by the UTC day of their object, in day order (days without any left out)."""
+
+COSTS_LINE_ITEM_FIELDS: tuple[str, ...] = (
+    "customer_id",
+    "start_timestamp",
+    "end_timestamp",
+    "credit_type_id",
+    "credit_type_name",
+    "line_item_name",
+    "group_key",
+    "group_value",
+    "cost",
+)
+BREAKDOWN_LINE_ITEM_FIELDS: tuple[str, ...] = (
+    *COSTS_LINE_ITEM_FIELDS,
+    "quantity",
+    "product_id",
+    "line_item_type",
+    "invoice_id",
+    "invoice_status",
+)
+
+
+def to_records(
+    record_format: RecordFormat, customer_id: str, objects: Iterable[SourceObject]
+) -> list[Record]:
+    """One customer's objects as records of ``record_format``, in the objects' order."""
+    if record_format == "raw":
+        return [raw_record(customer_id, item) for item in objects]
+    return [record for item in objects for record in line_item_records(customer_id, item)]
+
+
+def to_day_records(
+    record_format: RecordFormat, customer_id: str, day_objects: Sequence[tuple[dt.date, SourceObject]]
+) -> DayRecords:
+    """One customer's day-ordered objects as records of ``record_format``, grouped by day.
+
+    Each day's records are exactly what :func:`to_records` makes of that day's objects alone, so a
+    day cut out of a longer window encodes to the same bytes as a run of that day.
+    """
+    return [
+        (day, to_records(record_format, customer_id, (item for _, item in pairs)))
+        for day, pairs in groupby(day_objects, key=lambda pair: pair[0])
+    ]
+
+
+def raw_record(customer_id: str, item: SourceObject) -> Record:
+    """The object as the API returned it, ``customer_id`` first (a breakdown's own value is kept)."""
+    return {"customer_id": customer_id, **item.model_dump(mode="json")}
+
+
+def line_item_records(customer_id: str, item: SourceObject) -> Iterator[Record]:
+    """The flat line-item records of one costs window or one breakdown invoice."""
+    if isinstance(item, CostWindow):
+        return _cost_window_lines(customer_id, item)
+    return _breakdown_lines(item)
+
+
+def _cost_window_lines(customer_id: str, window: CostWindow) -> Iterator[Record]:
+    for credit_type_id, credit_type in window.credit_types.items():
+        common = {
+            "customer_id": customer_id,
+            "start_timestamp": window.start_timestamp,
+            "end_timestamp": window.end_timestamp,
+            "credit_type_id": credit_type_id,
+            "credit_type_name": credit_type.name,
+        }
+        yield from ({**common, **line} for line in _credit_type_lines(credit_type))
+
+
+def _credit_type_lines(credit_type: CreditTypeCost) -> Iterator[Record]:
+    if not credit_type.line_item_breakdown:
+        yield {"line_item_name": None, "group_key": None, "group_value": None, "cost": credit_type.cost}
+        return
+    for line in credit_type.line_item_breakdown:
+        yield {
+            "line_item_name": line.name,
+            "group_key": line.group_key,
+            "group_value": line.group_value,
+            "cost": line.cost,
+        }
+
+
+def _breakdown_lines(invoice: InvoiceBreakdown) -> Iterator[Record]:
+    invoice_fields = {"invoice_id": invoice.id, "invoice_status": invoice.status}
+    if not invoice.line_items:
+        yield {
+            "customer_id": invoice.customer_id,
+            "start_timestamp": invoice.breakdown_start_timestamp,
+            "end_timestamp": invoice.breakdown_end_timestamp,
+            "credit_type_id": invoice.credit_type.id,
+            "credit_type_name": invoice.credit_type.name,
+            "line_item_name": None,
+            "group_key": None,
+            "group_value": None,
+            "cost": invoice.total,
+            "quantity": None,
+            "product_id": None,
+            "line_item_type": None,
+            **invoice_fields,
+        }
+        return
+    for line in invoice.line_items:
+        yield _breakdown_line(invoice, line) | invoice_fields
+
+
+def _breakdown_line(invoice: InvoiceBreakdown, line: InvoiceLineItem) -> Record:
+    credit_type = line.credit_type or invoice.credit_type
+    return {
+        "customer_id": invoice.customer_id,
+        "start_timestamp": invoice.breakdown_start_timestamp,
+        "end_timestamp": invoice.breakdown_end_timestamp,
+        "credit_type_id": credit_type.id,
+        "credit_type_name": credit_type.name,
+        "line_item_name": line.name,
+        "group_key": line.group_key,
+        "group_value": line.group_value,
+        "cost": line.total,
+        "quantity": line.quantity,
+        "product_id": line.product_id,
+        "line_item_type": line.type,
+    }
+
+
+def record_amounts(record: Record) -> Iterator[tuple[str, Any]]:
+    """(credit type name, amount) pairs of one record of any format."""
+    if "credit_type_name" in record:  # line_items, either source
+        yield str(record["credit_type_name"]), record["cost"]
+    elif "credit_types" in record:  # raw costs window
+        for credit_type_id, credit_type in record["credit_types"].items():
+            yield str(credit_type.get("name") or credit_type_id), credit_type.get("cost")
+    else:  # raw breakdown invoice
+        yield str(record["credit_type"]["name"]), record["total"]
+
+
+__all__ = [
+    "BREAKDOWN_LINE_ITEM_FIELDS",
+    "COSTS_LINE_ITEM_FIELDS",
+    "DayRecords",
+    "Record",
+    "line_item_records",
+    "raw_record",
+    "record_amounts",
+    "to_day_records",
+    "to_records",
+]

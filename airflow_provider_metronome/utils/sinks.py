@@ -1,0 +1,221 @@
+"""Where one run's records go: the task's XCom return value, one object, or one object per UTC day.
+
+The operator runs one loop over the fetch engine's results and hands each customer's records, grouped
+by day, to a sink; the sink decides how they are kept and what the task returns.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, Protocol
+
+from airflow_provider_metronome._compat import AirflowFailException, add_output_lineage
+from airflow_provider_metronome.utils.records import DayRecords, Record
+from airflow_provider_metronome.utils.storage import AtomicJsonLinesWriter, encode_record
+
+
+class RecordSink(Protocol):
+    """Receives each customer's records in order; ``finish`` gives the task's return value."""
+
+    def __enter__(self) -> RecordSink: ...
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+    def add(self, customer_id: str, records: DayRecords) -> None: ...
+
+    def finish(self, summary: dict[str, Any]) -> Any: ...
+
+
+class XComSink:
+    """Keeps the records for the return value, failing early once they outgrow ``max_bytes`` of JSON.
+
+    :param too_big: Builds the failure message from the size reached.
+    """
+
+    def __init__(self, max_bytes: int, too_big: Callable[[int], str]) -> None:
+        self.max_bytes = max_bytes
+        self.too_big = too_big
+        self.records: list[Record] = []
+        # XCom stores json.dumps(records): each record plus ", " (the brackets stand in for the last one).
+        self.size = 0
+
+    def __enter__(self) -> XComSink:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        return None
+
+    def add(self, customer_id: str, records: DayRecords) -> None:
+        for _, day_records in records:
+            for record in day_records:
+                self.size += len(json.dumps(record)) + 2
+                if self.size > self.max_bytes:
+                    raise AirflowFailException(self.too_big(self.size))
+                self.records.append(record)
+
+    def finish(self, summary: dict[str, Any]) -> list[Record]:
+        return self.records
+
+
+class ObjectSink:
+    """Writes every record into one object, atomically, and returns the run's manifest."""
+
+    def __init__(self, writer: AtomicJsonLinesWriter, log: Any) -> None:
+        self.writer = writer
+        self.log = log
+        self.customers = 0
+
+    def __enter__(self) -> ObjectSink:
+        self.writer.__enter__()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.writer.__exit__(exc_type, exc, tb)
+
+    def add(self, customer_id: str, records: DayRecords) -> None:
+        # The manifest counts customers whose records were written, not those merely asked about.
+        if any(day_records for _, day_records in records):
+            self.customers += 1
+        for _, day_records in records:
+            for record in day_records:
+                self.writer.write(encode_record(record))
+
+    def finish(self, summary: dict[str, Any]) -> dict[str, Any]:
+        writer = self.writer
+        # Reported only now that the object is in place: a failed run has no output to trace.
+        add_output_lineage(writer.path, writer.uri)
+        _log_object(self.log, writer)
+        return {
+            "uri": writer.uri,
+            **summary,
+            "customers": self.customers,
+            "records": writer.records,
+            "bytes": writer.bytes_written,
+            "changed": writer.changed,
+        }
+
+
+class DaySplitSink:
+    """One object per UTC day: each day's lines spooled to a local temporary file, then written whole.
+
+    Memory stays flat in customers (lines go to disk as they come) and in days (one open spool file
+    per day). Nothing is written until every customer has been fetched and checked; then each day's
+    object is written atomically, in day order, through its own writer, which leaves a day whose
+    bytes did not change untouched. A failure while writing leaves every day either as it was or
+    wholly replaced.
+
+    :param writers: Each day of the window and the writer of its object, in day order.
+    :param stop_if_killed: Raises when the task was killed; called before each day is written.
+    """
+
+    def __init__(
+        self,
+        writers: Mapping[dt.date, AtomicJsonLinesWriter],
+        log: Any,
+        stop_if_killed: Callable[[], None],
+    ) -> None:
+        self.writers = dict(writers)
+        self.log = log
+        self.stop_if_killed = stop_if_killed
+        self.customers: dict[dt.date, int] = dict.fromkeys(self.writers, 0)
+        self.all_customers = 0
+        self._folder: tempfile.TemporaryDirectory[str] | None = None
+        self._spools: dict[dt.date, IO[bytes]] = {}
+
+    def __enter__(self) -> DaySplitSink:
+        self._folder = tempfile.TemporaryDirectory(prefix="metronome-days-")
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            if exc_type is None:
+                self._write_days()
+        finally:
+            for spool in self._spools.values():
+                spool.close()
+            self._spools.clear()
+            if self._folder is not None:
+                self._folder.cleanup()
+
+    def add(self, customer_id: str, records: DayRecords) -> None:
+        wrote_any = False
+        for day, day_records in records:
+            if not day_records:
+                continue
+            spool = self._spool(day)
+            for record in day_records:
+                spool.write(encode_record(record))
+            self.customers[day] += 1
+            wrote_any = True
+        self.all_customers += wrote_any
+
+    def _spool(self, day: dt.date) -> IO[bytes]:
+        spool = self._spools.get(day)
+        if spool is None:
+            if self._folder is None or day not in self.writers:
+                raise RuntimeError(f"DaySplitSink.add() for {day}, outside its with block or window.")
+            spool = self._spools[day] = open(Path(self._folder.name) / f"{day}.jsonl", "w+b")  # noqa: SIM115
+        return spool
+
+    def _write_days(self) -> None:
+        for day, writer in self.writers.items():
+            self.stop_if_killed()
+            spool = self._spools.get(day)
+            with writer:
+                if spool is not None:
+                    spool.flush()
+                    spool.seek(0)
+                    # readline, not iteration over a growing list: one line in memory at a time.
+                    for line in iter(spool.readline, b""):
+                        writer.write(line)
+            _log_object(self.log, writer)
+
+    def finish(self, summary: dict[str, Any]) -> dict[str, Any]:
+        objects = [
+            {
+                "date": str(day),
+                "uri": writer.uri,
+                "customers": self.customers[day],
+                "records": writer.records,
+                "bytes": writer.bytes_written,
+                "changed": writer.changed,
+            }
+            for day, writer in self.writers.items()
+        ]
+        for writer in self.writers.values():
+            add_output_lineage(writer.path, writer.uri)
+        changed = [str(day) for day, writer in self.writers.items() if writer.changed]
+        self.log.info("%d of %d day(s) changed: %s", len(changed), len(objects), ", ".join(changed) or "none")
+        return {
+            **summary,
+            "objects": objects,
+            "changed_days": changed,
+            "customers": self.all_customers,
+            "records": sum(entry["records"] for entry in objects),
+            "bytes": sum(entry["bytes"] for entry in objects),
+        }
+
+
+def _log_object(log: Any, writer: AtomicJsonLinesWriter) -> None:
+    if writer.changed:
+        log.info("Wrote %d records (%d bytes) to %s", writer.records, writer.bytes_written, writer.uri)
+    else:
+        log.info(
+            "Left %s as it was: its %d records (%d bytes) did not change",
+            writer.uri,
+            writer.records,
+            writer.bytes_written,
+        )

@@ -1,0 +1,237 @@
+"""The rate controller: 429 is the account's rate limit, waited out together, never a failure while progress is made."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from pytest_mock import MockerFixture
+
+from airflow_provider_metronome.exceptions import MetronomeRateLimitError, MetronomeTransientError
+from airflow_provider_metronome.hooks.metronome import MetronomeHook
+from airflow_provider_metronome.hooks.rate import RateController
+from airflow_provider_metronome.hooks.retry import RetryPolicy
+from airflow_provider_metronome.testing import DEFAULT_TOKEN, Fault, MetronomeSimulator
+from tests.support.runs import connection_json
+
+CUSTOMERS = "/v1/customers"
+
+
+class FakeClock:
+    """A clock that moves only when the controller sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def controller(clock: FakeClock, **kwargs: Any) -> RateController:
+    return RateController(clock=clock, sleep=clock.sleep, **kwargs)
+
+
+@pytest.fixture
+def connect(simulator: MetronomeSimulator, monkeypatch: pytest.MonkeyPatch) -> Callable[..., MetronomeHook]:
+    def make(conn_id: str = "metronome_default", **extra: Any) -> MetronomeHook:
+        monkeypatch.setenv(
+            f"AIRFLOW_CONN_{conn_id.upper()}", connection_json(simulator.url, DEFAULT_TOKEN, **extra)
+        )
+        return MetronomeHook(conn_id)
+
+    return make
+
+
+# -- the controller on its own clock ---------------------------------------------------------------
+
+
+def test_no_delay_at_all_until_the_first_429() -> None:
+    clock = FakeClock()
+    rate = controller(clock)
+
+    for _ in range(1000):
+        rate.acquire()
+        rate.on_success()
+
+    assert clock.sleeps == []
+    assert rate.snapshot().rate is None
+
+
+def test_a_429_cuts_the_rate_below_what_succeeded_and_pauses_everyone() -> None:
+    clock = FakeClock()
+    rate = controller(clock)
+    for _ in range(20):  # 10 successes a second for two seconds
+        sent = rate.acquire()
+        rate.on_success()
+        clock.now += 0.1
+
+    rate.on_throttled(sent, requested_wait=None)
+
+    paced = rate.snapshot().rate
+    assert paced is not None
+    assert 8.0 <= paced <= 9.0  # 90 % of the ~10/s that succeeded
+    started = [rate.acquire() for _ in range(5)]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(started)]
+    assert all(gap >= 1 / paced - 1e-9 for gap in gaps)
+
+
+def test_a_requested_wait_pauses_every_sender_for_that_long() -> None:
+    clock = FakeClock()
+    rate = controller(clock)
+    sent = rate.acquire()
+    rate.on_success()
+
+    rate.on_throttled(sent, requested_wait=3.0)
+
+    assert rate.acquire() >= sent + 3.0
+
+
+def test_in_flight_429s_cut_the_rate_once() -> None:
+    clock = FakeClock()
+    rate = controller(clock)
+    sent = [rate.acquire() for _ in range(8)]
+    for _ in range(20):
+        rate.on_success()
+    clock.now += 2
+
+    for moment in sent:
+        rate.on_throttled(moment, requested_wait=None)
+
+    first_cut = rate.snapshot().rate
+    assert first_cut is not None
+    assert first_cut > 1.0  # one cut from ~10/s, not eight
+    assert rate.snapshot().throttled == 8
+
+
+def test_success_lets_the_rate_grow_back_and_a_known_budget_is_a_ceiling() -> None:
+    clock = FakeClock()
+    rate = controller(clock, max_rate=5.0)
+    assert rate.snapshot().rate == 5.0
+    sent = rate.acquire()
+    rate.on_throttled(sent, requested_wait=None)
+    cut = rate.snapshot().rate
+    assert cut is not None
+    assert cut < 5.0
+
+    for _ in range(500):
+        rate.acquire()
+        rate.on_success()
+
+    assert rate.snapshot().rate == 5.0
+
+
+def test_unknown_budget_goes_back_to_unpaced_after_long_success() -> None:
+    clock = FakeClock()
+    rate = controller(clock)
+    rate.on_success()
+    rate.on_throttled(rate.acquire(), requested_wait=None)
+    assert rate.snapshot().rate is not None
+
+    for _ in range(2000):
+        rate.acquire()
+        rate.on_success()
+
+    assert rate.snapshot().rate is None
+
+
+# -- the hook against the simulator ----------------------------------------------------------------
+
+
+def test_429s_do_not_spend_the_failure_retries(
+    simulator: MetronomeSimulator, connect: Callable[..., MetronomeHook], mocker: MockerFixture
+) -> None:
+    waits = mocker.patch.object(RetryPolicy, "sleep")
+    simulator.inject(Fault.status(429, headers={"retry-after-ms": "1"}), path=CUSTOMERS, times=5)
+    hook = connect(max_retries=0)
+
+    assert len(list(hook.iter_customers())) == len(simulator.active_customer_ids)
+
+    assert len(simulator.requests) == 6
+    assert (hook.stats.sent, hook.stats.throttled) == (6, 5)
+    waits.assert_not_called()  # no failure-retry wait was spent
+
+
+def test_a_5xx_storm_still_fails_after_the_retries_even_between_429s(
+    simulator: MetronomeSimulator, connect: Callable[..., MetronomeHook], mocker: MockerFixture
+) -> None:
+    mocker.patch.object(RetryPolicy, "sleep")
+    simulator.inject(Fault.status(429, headers={"retry-after-ms": "1"}), path=CUSTOMERS, times=2)
+    simulator.inject(Fault.status(503), path=CUSTOMERS, times=None)
+
+    with pytest.raises(MetronomeTransientError) as err:
+        list(connect(max_retries=2).iter_customers())
+
+    assert err.value.status_code == 503
+    assert len(simulator.requests) == 5  # two 429s, then the first attempt and two retries
+
+
+def test_retry_after_pauses_every_worker_of_the_account(
+    simulator: MetronomeSimulator, connect: Callable[..., MetronomeHook]
+) -> None:
+    simulator.inject(Fault.status(429, headers={"retry-after-ms": "500"}), path=CUSTOMERS, times=1)
+    hook = connect()
+    first = threading.Thread(target=lambda: list(hook.iter_customers()))
+    first.start()
+    deadline = time.monotonic() + 30
+    while hook.stats.throttled == 0 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert hook.stats.throttled == 1
+    # Hooks of other tasks on the same connection, starting while the first one waits.
+    others = [connect() for _ in range(3)]
+    threads = [
+        threading.Thread(target=lambda worker=worker: list(worker.iter_customers())) for worker in others
+    ]
+    for thread in [*threads]:
+        thread.start()
+    for thread in [first, *threads]:
+        thread.join()
+
+    throttled, *after = simulator.requests
+    assert len(after) == 4
+    assert all(record.started_at - throttled.started_at >= 0.5 for record in after)
+    assert all(worker.rate_controller is hook.rate_controller for worker in others)
+
+
+def test_throttled_longer_than_the_timeout_fails_naming_the_rate_limit(
+    simulator: MetronomeSimulator, connect: Callable[..., MetronomeHook]
+) -> None:
+    simulator.inject(Fault.status(429), path=CUSTOMERS, times=None)
+
+    with pytest.raises(MetronomeRateLimitError) as err:
+        list(connect(rate_limit_timeout=1).iter_customers())
+
+    message = str(err.value)
+    assert "rate limit answered 429 to every request" in message
+    assert "requests_per_second" in message
+    assert "rate_limit_timeout" in message
+    assert err.value.retryable
+
+
+def test_one_controller_per_connection_and_base_url(
+    simulator: MetronomeSimulator, connect: Callable[..., MetronomeHook], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, again = connect("metronome_a").rate_controller, connect("metronome_a").rate_controller
+    other_conn = connect("metronome_b").rate_controller
+    with MetronomeSimulator() as elsewhere:
+        monkeypatch.setenv("AIRFLOW_CONN_METRONOME_A", connection_json(elsewhere.url, DEFAULT_TOKEN))
+        other_url = MetronomeHook("metronome_a").rate_controller
+
+    assert first is again
+    assert first is not other_conn
+    assert first is not other_url
+
+
+def test_the_account_budget_is_a_connection_extra(connect: Callable[..., MetronomeHook]) -> None:
+    hook = connect("metronome_budget", requests_per_second=4, rate_limit_timeout=60)
+
+    assert hook.rate_snapshot().rate == 4.0
+    assert hook.rate_controller.give_up_after == 60.0
