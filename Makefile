@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 $(VENV_AIRFLOW2)/.installed: pyproject.toml constraints-airflow2.txt
 	$(PYTHON) -m venv $(VENV_AIRFLOW2)
 	$(VENV_AIRFLOW2)/bin/pip install $(PIP_FLAGS) --upgrade pip
-	$(VENV_AIRFLOW2)/bin/pip install $(PIP_FLAGS) -c constraints-airflow2.txt -e ".[test]"
+	$(VENV_AIRFLOW2)/bin/pip install $(PIP_FLAGS) -c constraints-airflow2.txt -e ".[test,s3]"
 	touch $@
 
 # The provider alone (no test extras): what the smoke script needs. Its own .gitignore keeps it out of git.

@@ -1,7 +1,9 @@
-"""Data-aware consumer: runs whenever ``metronome_daily_costs`` writes a day, and logs its totals.
+"""Data-aware consumer: runs whenever the daily or restatement DAG writes days, and logs their totals.
 
 The pattern to copy: schedule on the Asset the producing task lists in ``outlets``, then read the
-object named in the triggering event's ``extra`` (the operator puts its manifest there).
+objects named in the triggering event's ``extra`` (the operator puts its manifest there): one
+``uri`` for a single-object run, or ``objects`` (one per day) for a ``split_by_day`` run. Only the
+objects whose ``changed`` is true hold anything new; the others were left as they were.
 """
 
 from __future__ import annotations
@@ -39,9 +41,15 @@ with DAG(
         for asset_events in events.values():
             for event in asset_events:
                 manifest = event.extra or {}
-                summary = summarize_output(manifest["uri"])
-                log.info("%s: %s", manifest["window"]["starting_on"][:10], summary)
-                summaries.append(summary)
+                objects = manifest.get("objects") or [
+                    {**manifest, "date": manifest["window"]["starting_on"][:10]}
+                ]
+                for entry in objects:
+                    if not entry.get("changed", True):
+                        continue
+                    summary = summarize_output(entry["uri"])
+                    log.info("%s: %s", entry["date"], summary)
+                    summaries.append(summary)
         return summaries
 
     log_day_totals()

@@ -1,14 +1,18 @@
-"""Re-fetch the trailing days whose costs may still change, replacing each day's object.
+"""Re-fetch the trailing days whose costs may still change, rewriting only the days that did.
 
 Metronome accepts usage backdated by up to 34 days and keeps invoices in draft for a day after
 their period, so a day's costs keep changing after the daily DAG first wrote them. Every day this
-DAG re-fetches the last ``days`` days (a DAG param, 7 by default), one mapped task per day, each
-replacing that day's object at the very place ``metronome_daily_costs`` writes it; the write is
-atomic, so readers see either the old or the new version of a day, never a mix.
+DAG re-fetches the last ``days`` days (a DAG param, 7 by default) in one task: one request per
+customer for the whole trailing window (invoice breakdowns serve 35 days a page), written as one
+object per day at the very place ``metronome_daily_costs`` writes it (``split_by_day=True``). Each
+day's object is byte-identical to what the daily DAG would write for it, so a day whose data did
+not change is left untouched; the manifest's ``changed_days`` lists the others, and the asset event
+carries the manifest, so a consumer reloads only those days. Every write is atomic: readers see
+either the old or the new version of a day, never a mix.
 
-A day is replaced only by a complete one: if Metronome answers without the day for some customer
-(it has not produced it, or answers incompletely), that day's task fails before writing and the
-object the daily DAG wrote stays as it was (the operator's default ``on_missing_days="fail"``).
+A day is replaced only by a complete one: if Metronome answers without some day for some customer,
+the task fails before writing any day, and every stored object stays as it was (the operator's
+default ``on_missing_days="fail"``).
 """
 
 from __future__ import annotations
@@ -23,9 +27,10 @@ from airflow_provider_metronome.operators.costs import MetronomeCostsOperator
 from airflow_provider_metronome.utils.window import resolve_window
 
 try:
-    from airflow.sdk import DAG, Param, task
+    from airflow.sdk import DAG, Asset, Param, task
 except ImportError:  # Airflow 2
     from airflow import DAG
+    from airflow.datasets import Dataset as Asset
     from airflow.decorators import task
     from airflow.models.param import Param
 
@@ -33,6 +38,8 @@ DEFAULT_BASE_URI = "file://" + os.path.join(
     os.environ.get("AIRFLOW_HOME", os.path.expanduser("~/airflow")), "metronome"
 )
 BASE_URI = "{{ var.value.get('metronome_costs_base_uri', '" + DEFAULT_BASE_URI + "') }}"
+# The daily DAG's asset: consumers hear of restated days too (each event names the changed ones).
+DAILY_COSTS = Asset("metronome://costs/daily")
 
 with DAG(
     dag_id="metronome_costs_restatement",
@@ -48,18 +55,22 @@ with DAG(
     tags=["metronome"],
 ):
 
-    @task
-    def trailing_windows(**context: Any) -> list[dict[str, str]]:
+    @task(multiple_outputs=True)
+    def trailing_window(**context: Any) -> dict[str, str]:
         # The newest day is the one the daily DAG fetches in the same run, by the same rule.
         newest = resolve_window(context)
-        days = [newest.start.subtract(days=back) for back in reversed(range(int(context["params"]["days"])))]
-        return [
-            {"starting_on": day.isoformat(), "ending_before": day.add(days=1).isoformat()} for day in days
-        ]
+        first = newest.start.subtract(days=int(context["params"]["days"]) - 1)
+        return {"starting_on": first.isoformat(), "ending_before": newest.end.isoformat()}
 
-    MetronomeCostsOperator.partial(
-        task_id="refetch_day",
+    window = trailing_window()
+    MetronomeCostsOperator(
+        task_id="refetch_days",
+        customer_ids=None,
         source="invoice_breakdowns",
+        starting_on=window["starting_on"],
+        ending_before=window["ending_before"],
+        split_by_day=True,
         output_uri=BASE_URI + "/costs/date={date}/costs.jsonl.gz",
         record_format="line_items",
-    ).expand_kwargs(trailing_windows())
+        outlets=[DAILY_COSTS],
+    )

@@ -3,7 +3,15 @@
 Runs once a day (UTC) and, with ``catchup=True``, a backfill is just a ``start_date`` in the past.
 The sensor waits (deferred, without holding a worker slot) until Metronome has produced the day,
 then the operator writes it to ``<base>/costs/date=<data day>/costs.jsonl.gz``, replacing the
-object atomically if the day is ever re-run.
+object atomically if the day is ever re-run with different data (and leaving it untouched if not).
+
+The sensor is a cheap gate: while the day is missing, each check asks one customer (the one that
+lacked it last time) after listing the customers; once it is there, it asks three customers spread
+over the list. The operator then verifies every customer's day itself before writing anything, and
+fails (to be retried) if some customer still lacks it.
+
+``metronome_costs_history`` fills the same layout for past months, and
+``metronome_costs_restatement`` re-fetches the trailing days, which may still change.
 
 The base URI is the Airflow Variable ``metronome_costs_base_uri`` (also settable as the environment
 variable ``AIRFLOW_VAR_METRONOME_COSTS_BASE_URI``), for example ``s3://my-bucket/metronome``;
@@ -51,6 +59,7 @@ with DAG(
         source="invoice_breakdowns",
         deferrable=True,
         poke_interval=15 * 60,
+        sample_customers=3,
         timeout=int(timedelta(hours=12).total_seconds()),
     )
     fetch_costs = MetronomeCostsOperator(

@@ -216,6 +216,11 @@ def check_day_windows(
 
 
 def _whole_day(item: SourceObject, source: Source, customer_id: str) -> dt.date:
+    # Metronome's usual form, midnight to midnight in "Z" or "+00:00", needs no datetime parsing;
+    # any other form takes the full parse below.
+    day = _midnight(item.window_start)
+    if day is not None and _midnight(item.window_end) == day + ONE_DAY:
+        return day
     start, end = _parse_moment(item.window_start), _parse_moment(item.window_end)
     if start is None or end is None or start.time() != dt.time(0) or end - start != ONE_DAY:
         raise _bad_window(
@@ -224,6 +229,19 @@ def _whole_day(item: SourceObject, source: Source, customer_id: str) -> dt.date:
             f"a window {item.window_start} .. {item.window_end} that is not one whole UTC day",
         )
     return start.date()
+
+
+def _midnight(text: str) -> dt.date | None:
+    """The date of ``YYYY-MM-DDT00:00:00Z`` or ``...T00:00:00+00:00``; None for any other text."""
+    if not (
+        (len(text) == 20 and text.endswith("T00:00:00Z"))
+        or (len(text) == 25 and text.endswith("T00:00:00+00:00"))
+    ):
+        return None
+    try:
+        return dt.date.fromisoformat(text[:10])
+    except ValueError:
+        return None
 
 
 def _parse_moment(text: str) -> dt.datetime | None:

@@ -40,12 +40,16 @@ def airflow_env(home: Path, url: str | None = None, token: str | None = None) ->
     return env
 
 
-def run_child(module: str, args: Sequence[str], env: dict[str, str]) -> dict[str, Any]:
-    """Run ``python -m module args`` in a fresh interpreter; its last stdout line is a JSON result."""
+def run_child(module: str, args: Sequence[str], env: dict[str, str], cwd: Path = REPO_ROOT) -> dict[str, Any]:
+    """Run ``python -m module args`` in a fresh interpreter; its last stdout line is a JSON result.
+
+    :param cwd: Where it runs, which ``python -m`` puts first on ``sys.path``: a folder holding another
+        version of the package runs that version (the repository stays importable through PYTHONPATH).
+    """
     started = time.monotonic()
     completed = subprocess.run(
         [sys.executable, "-m", module, *args],
-        cwd=REPO_ROOT,
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,

@@ -70,7 +70,7 @@ def progress(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] rate limit: {message}", file=sys.stderr, flush=True)
 
 
-def _baseline_tree(folder: Path) -> Path:
+def baseline_tree(folder: Path) -> Path:
     """The package as it was before the rate controller, unpacked from git."""
     folder.mkdir()
     archive = subprocess.run(
@@ -92,10 +92,13 @@ def _options(rate: float | None, retry_after: str | None) -> list[str]:
     return options
 
 
-def _fetch(sim: SimulatorProcess, env: dict[str, str], out: Path, path: str, name: str) -> dict[str, Any]:
+def _fetch(
+    sim: SimulatorProcess, env: dict[str, str], out: Path, path: str, name: str, *, package: Path = REPO_ROOT
+) -> dict[str, Any]:
+    """One path's run; ``package`` is the folder whose ``airflow_provider_metronome`` it imports."""
     sim.reset()
     args = [path, "--url", sim.url, "--token", sim.token, "--out", str(out), "--name", name]
-    result = run_child("tests.benchmarks.fetch_paths", args, env)
+    result = run_child("tests.benchmarks.fetch_paths", args, env, cwd=package)
     result["stats"] = sim.stats()
     return result
 
@@ -171,23 +174,22 @@ def run() -> tuple[list[str], list[tuple[str, str, bool]]]:
     runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="metronome-bench-rate-") as tmp:
         home = Path(tmp)
-        baseline = _baseline_tree(home / "baseline")
+        baseline = baseline_tree(home / "baseline")
         progress("unthrottled reference run")
         reference = _reference(home)
         for rate in RATES:
             for retry_after in RETRY_AFTER:
                 with SimulatorProcess(_options(rate, retry_after)) as sim:
                     env = airflow_env(home, sim.url, sim.token)
-                    before = dict(env, PYTHONPATH=f"{baseline}:{env['PYTHONPATH']}")
                     plans = [
-                        ("operator (this version)", "operator", env),
-                        ("operator (before)", "operator", before),
+                        ("operator (this version)", "operator", REPO_ROOT),
+                        ("operator (before)", "operator", baseline),
                     ]
                     if rate in PLAIN_LOOP_RATES:
-                        plans.append(("requests + tenacity loop", "requests-tenacity", env))
-                    for label, path, path_env in plans:
+                        plans.append(("requests + tenacity loop", "requests-tenacity", REPO_ROOT))
+                    for label, path, package in plans:
                         progress(f"{label}, {rate:g} requests/s, Retry-After: {retry_after or 'none'}")
-                        result = _fetch(sim, path_env, home, path, "operator")
+                        result = _fetch(sim, env, home, path, "operator", package=package)
                         runs.append(_run(label, rate, retry_after, result, reference))
         progress(f"{PROCESSES} processes sharing {SHARED_RATE:g} requests/s")
         shared = _shared_budget(home, reference)

@@ -9,7 +9,8 @@ test run. It starts the project's simulator in a separate process and measures:
 3. the operator's peak RSS for 100 and for 10,000 customers with large line-item breakdowns;
 4. what importing the operator and sensor adds to parsing a DAG file;
 5. the all-customers fetch under a rate-limited simulator, against the version before the rate
-   controller and a plain ``requests`` + ``tenacity`` loop (:mod:`tests.benchmarks.rate_limit`).
+   controller and a plain ``requests`` + ``tenacity`` loop (:mod:`tests.benchmarks.rate_limit`);
+6. the client CPU per request, against the version before (:mod:`tests.benchmarks.request_cpu`).
 
 Progress goes to stderr; the results go to stdout as markdown, ready to paste under the README's
 "Benchmarks" heading. ``--only`` runs some parts; the targets of parts not run are left out. The exit
@@ -39,7 +40,7 @@ from collections.abc import Callable, Sequence  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from typing import Any  # noqa: E402
 
-from tests.benchmarks import cpu_page, import_cost, memory_child, rate_limit  # noqa: E402
+from tests.benchmarks import cpu_page, import_cost, memory_child, rate_limit, request_cpu  # noqa: E402
 from tests.benchmarks.common import DAY, PAGE_SIZE, airflow_env, run_child  # noqa: E402
 from tests.benchmarks.simulator_process import SimulatorProcess  # noqa: E402
 
@@ -58,7 +59,7 @@ TARGET_SPEEDUP = 10.0
 TARGET_PAGE_RATIO = 3.0
 TARGET_RSS_GROWTH_MB = 30.0
 TARGET_IMPORT_MS = 100.0
-PARTS = ("fetch", "cpu", "memory", "imports", "ratelimit")
+PARTS = ("fetch", "cpu", "memory", "imports", "ratelimit", "requestcpu")
 
 
 def progress(message: str) -> None:
@@ -470,11 +471,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         lines, found = rate_limit.run()
         return lines, [Target(*target) for target in found]
 
+    def requestcpu() -> tuple[list[str], list[Target]]:
+        progress("client CPU per request")
+        lines, found = request_cpu.run()
+        return lines, [Target(*target) for target in found]
+
     part("fetch", fetch)
     part("cpu", cpu)
     part("memory", lambda: memory_section(run_memory()))
     part("imports", imports)
     part("ratelimit", ratelimit)
+    part("requestcpu", requestcpu)
     progress(f"done in {time.monotonic() - started:.0f} s")
 
     report = [header(), targets_table(targets), *sections]

@@ -20,6 +20,7 @@ EXPECTED_DAGS = {
     "metronome_costs_all_customers.py": {"metronome_costs_all_customers"},
     "metronome_costs_consumer.py": {"metronome_costs_consumer"},
     "metronome_costs_restatement.py": {"metronome_costs_restatement"},
+    "metronome_costs_history.py": {"metronome_costs_history"},
 }
 
 

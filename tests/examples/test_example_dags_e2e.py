@@ -40,6 +40,7 @@ DAILY = "metronome_daily_costs.py"
 ALL_CUSTOMERS = "metronome_costs_all_customers.py"
 RESTATEMENT = "metronome_costs_restatement.py"
 CONSUMER = "metronome_costs_consumer.py"
+HISTORY = "metronome_costs_history.py"
 DAILY_COSTS_ASSET = "metronome://costs/daily"
 ONE_DAY = dt.timedelta(days=1)
 SENSOR_TIMEOUT = 60
@@ -152,6 +153,12 @@ def day_object(lake: Path, day: dt.date) -> Path:
 def uri_of(path: Path) -> str:
     """The ``file://`` URL the examples build, unquoted (``Path.as_uri()`` would write ``date%3D``)."""
     return f"file://{path}"
+
+
+def stamp(path: Path) -> tuple[int, int]:
+    """What changes when a file is replaced, even by identical bytes."""
+    info = path.stat()
+    return info.st_ino, info.st_mtime_ns
 
 
 def read_object(path: Path) -> bytes:
@@ -318,26 +325,28 @@ def test_daily_dag_writes_consecutive_days_from_the_simulators_data(
             "customers": len(sim.active_customer_ids),
             "records": content.count(b"\n"),
             "bytes": path.stat().st_size,
+            "changed": True,
             "missing_days": {},
             "skipped": [],
         }
     assert files_in(lake) == [f"costs/date=2024-01-0{day}/costs.jsonl.gz" for day in (1, 2, 3)]
 
 
-def test_rerunning_a_day_replaces_its_object_with_identical_bytes(
+def test_rerunning_an_unchanged_day_leaves_its_object_untouched(
     sim: MetronomeSimulator, examples: Examples, lake: Path
 ) -> None:
     dag = examples.load(DAILY)
     path = day_object(lake, dt.date(2024, 1, 5))
     examples.run(dag, midnight("2024-01-06"))
-    first, first_inode = path.read_bytes(), path.stat().st_ino
+    first, first_stamp = path.read_bytes(), stamp(path)
 
     rerun = examples.run(dag, midnight("2024-01-06"))
 
     assert rerun.task_states() == {("wait_for_costs", -1): "success", ("fetch_costs", -1): "success"}
-    # A new object was moved into place, holding the very same bytes.
-    assert path.stat().st_ino != first_inode
+    # The same bytes: the stored object is left as it was, not replaced by a copy.
+    assert stamp(path) == first_stamp
     assert path.read_bytes() == first
+    assert rerun.xcom("fetch_costs")["changed"] is False
     assert files_in(lake) == ["costs/date=2024-01-05/costs.jsonl.gz"]
 
 
@@ -380,7 +389,7 @@ def test_daily_dag_waits_until_metronome_has_the_day(
     customers = len(simulator.active_customer_ids)
 
     with clock_moves_to(
-        simulator, day_end + dt.timedelta(hours=3), after=customers, requests_to="/invoices/breakdowns"
+        simulator, day_end + dt.timedelta(hours=3), after=3, requests_to="/invoices/breakdowns"
     ):
         run = examples.run(dag, day_end)
 
@@ -388,6 +397,10 @@ def test_daily_dag_waits_until_metronome_has_the_day(
     listings = [record for record in simulator.requests if record.path == "/v1/customers"]
     # Each check lists the customers, and so does the operator: at least one check found the day missing.
     assert len(listings) >= 3
+    # Each waiting check asked one customer; the last asked three; the operator asked every customer.
+    checks = len(listings) - 1
+    breakdowns = len(simulator.requests_for("/invoices/breakdowns"))
+    assert breakdowns == (checks - 1) + 3 + customers
     assert read_object(day_object(lake, day)) == breakdown_lines(
         simulator, simulator.active_customer_ids, day
     )
@@ -454,21 +467,21 @@ def test_restatement_replaces_the_trailing_days_where_the_daily_dag_wrote_them(
     draft = read_object(day_object(lake, days[1]))
     assert draft == breakdown_lines(simulator, simulator.active_customer_ids, days[1])
     simulator.now = SETTLED
+    simulator.clear_requests()
 
     run = examples.run(restatement, midnight("2024-01-20"), conf={"days": 3})
 
-    assert run.task_states() == {
-        ("trailing_windows", -1): "success",
-        ("refetch_day", 0): "success",
-        ("refetch_day", 1): "success",
-        ("refetch_day", 2): "success",
+    assert run.task_states() == {("trailing_window", -1): "success", ("refetch_days", -1): "success"}
+    # One task, one request per customer for the three days (plus the customer listing).
+    assert len(simulator.requests_for("/invoices/breakdowns")) == len(simulator.active_customer_ids)
+    manifest = run.xcom("refetch_days")
+    assert manifest["window"] == {
+        "starting_on": "2024-01-17T00:00:00Z",
+        "ending_before": "2024-01-20T00:00:00Z",
     }
-    assert run.xcom("trailing_windows") == [
-        {"starting_on": f"{day}T00:00:00+00:00", "ending_before": f"{day + ONE_DAY}T00:00:00+00:00"}
-        for day in days
-    ]
-    for index, day in enumerate(days):
-        assert run.xcom("refetch_day", map_index=index)["uri"] == uri_of(day_object(lake, day))
+    assert [entry["uri"] for entry in manifest["objects"]] == [uri_of(day_object(lake, day)) for day in days]
+    assert manifest["changed_days"] == [str(day) for day in days]
+    for day in days:
         assert read_object(day_object(lake, day)) == breakdown_lines(
             simulator, simulator.active_customer_ids, day
         )
@@ -476,6 +489,50 @@ def test_restatement_replaces_the_trailing_days_where_the_daily_dag_wrote_them(
     assert {json.loads(line)["invoice_status"] for line in draft.splitlines()} == {"DRAFT"}
     assert {json.loads(line)["invoice_status"] for line in restated.splitlines()} == {"FINALIZED"}
     assert files_in(lake) == [f"costs/date={day}/costs.jsonl.gz" for day in days]
+
+
+def test_history_then_daily_then_restatement_share_one_layout(
+    simulator: MetronomeSimulator, metronome_conn: str, examples: Examples, lake: Path
+) -> None:
+    history = examples.load(HISTORY)
+    daily = examples.load(DAILY)
+    restatement = examples.load(RESTATEMENT)
+    january = [dt.date(2024, 1, 1) + dt.timedelta(days=offset) for offset in range(31)]
+    february = [dt.date(2024, 2, 18), dt.date(2024, 2, 19), dt.date(2024, 2, 20)]
+    simulator.now = dt.datetime(2024, 2, 20, 12, tzinfo=dt.timezone.utc)
+
+    # January in one run: its data interval is the month, whatever the Airflow line.
+    loaded = examples.run(history, midnight("2024-02-01"))
+
+    assert loaded.task_states() == {("wait_for_month", -1): "success", ("load_month", -1): "success"}
+    assert loaded.data_interval == (midnight("2024-01-01"), midnight("2024-02-01"))
+    # The sensor asks three customers; the operator one request per customer for the 31 days.
+    assert len(simulator.requests_for("/invoices/breakdowns")) == 3 + len(simulator.active_customer_ids)
+    for day in january:
+        assert read_object(day_object(lake, day)) == breakdown_lines(
+            simulator, simulator.active_customer_ids, day
+        )
+    # The daily DAG re-running a loaded day finds the very same bytes and leaves the object alone.
+    loaded_day = day_object(lake, january[14])
+    before = stamp(loaded_day)
+    rerun = examples.run(daily, midnight("2024-01-16"))
+    assert rerun.xcom("fetch_costs")["changed"] is False
+    assert stamp(loaded_day) == before
+    # The daily DAG writes two February days as drafts, then the restatement finalizes them.
+    for day in february[:2]:
+        examples.run(daily, midnight(str(day + ONE_DAY)))
+    simulator.now = dt.datetime(2024, 3, 10, tzinfo=dt.timezone.utc)
+    restated = examples.run(restatement, midnight("2024-02-21"), conf={"days": 3})
+    # Read now: dag.test() replaces a run of the same logical date, XComs included.
+    assert restated.xcom("refetch_days")["changed_days"] == [str(day) for day in february]
+    again = examples.run(restatement, midnight("2024-02-21"), conf={"days": 3})
+
+    assert again.xcom("refetch_days")["changed_days"] == []
+    for day in february:
+        assert read_object(day_object(lake, day)) == breakdown_lines(
+            simulator, simulator.active_customer_ids, day
+        )
+    assert files_in(lake) == [f"costs/date={day}/costs.jsonl.gz" for day in january + february]
 
 
 def test_consumer_sums_the_day_named_by_the_daily_dags_asset_event(
@@ -540,19 +597,16 @@ def test_restatement_never_replaces_a_complete_day_with_one_lacking_days(
     for day in days:
         examples.run(daily, midnight(str(day + ONE_DAY)))
     complete = {day: read_object(day_object(lake, day)) for day in days}
+    stamps = {day: stamp(day_object(lake, day)) for day in days}
     # Re-fetched later, Metronome answers without 2024-01-18 for one customer.
     late = sorted(sim.active_customer_ids)[3]
     sim.withhold(late, [days[1]])
 
     run = examples.run(restatement, midnight("2024-01-20"), conf={"days": 3})
 
-    assert run.task_states() == {
-        ("trailing_windows", -1): "success",
-        ("refetch_day", 0): "success",
-        ("refetch_day", 1): "failed",
-        ("refetch_day", 2): "success",
-    }
-    # The day the customer lacks keeps the complete object the daily DAG wrote, byte for byte.
-    assert read_object(day_object(lake, days[1])) == complete[days[1]]
+    assert run.task_states() == {("trailing_window", -1): "success", ("refetch_days", -1): "failed"}
+    # No day is written: each keeps the complete object the daily DAG wrote, untouched.
+    assert {day: read_object(day_object(lake, day)) for day in days} == complete
+    assert {day: stamp(day_object(lake, day)) for day in days} == stamps
     assert late.encode() in complete[days[1]]
     assert files_in(lake) == [f"costs/date={day}/costs.jsonl.gz" for day in days]

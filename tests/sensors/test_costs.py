@@ -135,9 +135,76 @@ def test_poke_is_false_before_the_simulator_clock_passes_the_availability_point_
     assert (before, after) == (False, True)
     lines = check_lines(logs)
     assert len(lines) == 2, "one log line per check"
-    assert lines[0].startswith(f"{waited_for} of {waited_for} customers still without 2024-01-05 ({source}).")
+    # While the day is missing the check stops at the first customer asked that lacks it.
+    assert re.match(
+        rf"Customer [0-9a-f-]{{36}} still without 2024-01-05; the check stopped there, after asking 1 of "
+        rf"{len(simulator.active_customer_ids)} customers \({source}\)\.",
+        lines[0],
+    ), lines[0]
     assert lines[1].startswith(f"All {waited_for} customers have 2024-01-05 ({source}).")
     assert {request.method for request in simulator.requests} == {"GET"}
+
+
+def test_a_waiting_poke_asks_the_customer_missing_last_time_first_and_stops_there(
+    simulator: MetronomeSimulator, metronome_conn: str
+) -> None:
+    ids = sorted(plain_customer(simulator, index) for index in range(12))
+    late = ids[9]
+    simulator.withhold(late, [dt.date(2024, 1, 5)])
+    simulator.now = AVAILABLE_AT
+    sensor = make_sensor(customer_ids=ids, max_workers=2)
+
+    with task_logs(sensor) as logs:
+        first = sensor.poke(CONTEXT)
+        simulator.clear_requests()
+        second = sensor.poke(CONTEXT)
+
+    assert (first, second) == (False, False)
+    # The second check asks the customer that lacked the day first, and stops at it: one request.
+    assert [record.path for record in simulator.requests] == [f"/v1/customers/{late}/costs"]
+    assert check_lines(logs)[-1] == (
+        f"Customer {late} still without 2024-01-05; the check stopped there, after asking 1 of 12 "
+        "customers (costs)."
+    )
+
+
+def test_a_waiting_poke_of_every_active_customer_costs_the_listing_and_one_request(
+    simulator: MetronomeSimulator, metronome_conn: str
+) -> None:
+    simulator.now = BEFORE
+    sensor = make_sensor(source="invoice_breakdowns")
+
+    for _ in range(3):
+        assert sensor.poke(CONTEXT) is False
+
+    paths = [record.path for record in simulator.requests]
+    assert paths.count("/v1/customers") == 3
+    assert len(paths) == 6, "each check: one listing page, one customer"
+
+
+def test_a_sampling_gate_asks_only_a_few_customers_once_the_day_is_there(
+    simulator: MetronomeSimulator, metronome_conn: str
+) -> None:
+    simulator.now = AVAILABLE_AT
+    sensor = make_sensor(source="invoice_breakdowns", sample_customers=3)
+    total = len(simulator.active_customer_ids)
+
+    with task_logs(sensor) as logs:
+        assert sensor.poke(CONTEXT) is True
+
+    asked = sorted(record.path.split("/")[3] for record in simulator.requests_for("/invoices/breakdowns"))
+    ids = sorted(simulator.active_customer_ids)
+    # Spread over the list: the first, one in the middle, the last.
+    assert asked == [ids[0], ids[round((total - 1) / 2)], ids[-1]]
+    assert check_lines(logs) == [
+        f"3 customers of {total} checked (a sample; the fetch verifies every customer) have 2024-01-05 "
+        "(invoice_breakdowns)."
+    ]
+
+
+def test_sample_customers_must_be_a_positive_integer() -> None:
+    with pytest.raises(ValueError, match=r"sample_customers=0 must be an integer of at least 1"):
+        make_sensor(sample_customers=0)
 
 
 def test_a_multi_day_window_waits_for_its_last_day(
@@ -375,10 +442,10 @@ def test_deferrable_checks_once_in_the_worker_then_defers_with_plain_arguments(
     started = pendulum.now("UTC")
     deferred = defer(sensor)
 
-    # One check before deferring: the customer listing, then one request per customer.
+    # One check before deferring: the customer listing, then the first customer, who lacks the day.
     assert [record.path for record in simulator.requests].count("/v1/customers") == 1
-    assert len(simulator.requests_for("/costs")) == len(simulator.active_customer_ids)
-    assert len(simulator.requests) == 1 + len(simulator.active_customer_ids)
+    (asked,) = simulator.requests_for("/costs")
+    assert len(simulator.requests) == 2
     assert deferred.method_name == "execute_complete"
     assert deferred.timeout == dt.timedelta(seconds=600) + DEFERRAL_TIMEOUT_GRACE
     _, kwargs = deferred.trigger.serialize()
@@ -393,6 +460,9 @@ def test_deferrable_checks_once_in_the_worker_then_defers_with_plain_arguments(
         "poke_interval": 30.0,
         "max_workers": 8,
         "on_customer_error": "skip",
+        "sample_customers": None,
+        # The trigger's first check asks the customer the worker's check found missing.
+        "first_customer": asked.path.split("/")[3],
     }
 
 

@@ -96,3 +96,32 @@ def test_an_invoice_twice_on_one_day_is_an_error_but_two_invoices_are_not() -> N
     with pytest.raises(MetronomeResponseError, match="invoice a twice for 2024-01-05") as err:
         check_day_windows([*two, invoice("a", "2024-01-05")], WINDOW, "invoice_breakdowns", CUSTOMER)
     assert err.value.path == f"/v1/customers/{CUSTOMER}/invoices/breakdowns"
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        ("2024-01-05T00:00:00Z", "2024-01-06T00:00:00Z"),
+        ("2024-01-05T00:00:00+00:00", "2024-01-06T00:00:00+00:00"),
+        ("2024-01-05T00:00:00.000Z", "2024-01-06T00:00:00.000Z"),
+        ("2024-01-05T01:00:00+01:00", "2024-01-06T00:00:00Z"),
+    ],
+)
+def test_every_spelling_of_a_whole_utc_day_counts_for_that_day(start: str, end: str) -> None:
+    (pair,) = check_day_windows([costs(start, end)], WINDOW, "costs", CUSTOMER)
+
+    assert pair[0] == dt.date(2024, 1, 5)
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        ("2024-01-05T00:00:00Z", "2024-01-07T00:00:00Z"),
+        ("2024-01-05T00:00:00Z", "2024-01-05T00:00:00Z"),
+        ("2024-01-05T00:00:00+01:00", "2024-01-06T00:00:00+01:00"),
+        ("2024-01-05T00:00:00Z", "not a time"),
+    ],
+)
+def test_windows_that_are_not_one_whole_utc_day_are_refused(start: str, end: str) -> None:
+    with pytest.raises(MetronomeResponseError, match="not one whole UTC day"):
+        check_day_windows([costs(start, end)], WINDOW, "costs", CUSTOMER)
