@@ -10,9 +10,9 @@ spirit of the AWS SDKs' adaptive retry mode and TCP's AIMD:
   interval, doubling while 429s follow one another) and cuts the rate to 90 % of the rate that
   actually succeeded over the last seconds (of the rate sent, while there is no second of
   successes to measure), once per round of requests;
-- each success lets the rate grow: by 5 % while it is well below the rate last throttled, then by
-  1 %, so the controller regains a cut quickly and keeps probing for the budget; it goes back to
-  unpaced once it has grown far past anything throttled;
+- each success lets the rate grow: by 5 % while it is well below the rate last throttled or nothing
+  was throttled for a few seconds, else by 1 %, so the controller regains a cut quickly and keeps
+  probing for the budget; it goes back to unpaced once it has grown far past anything throttled;
 - a known budget (the connection's ``requests_per_second``) is a ceiling it never exceeds.
 """
 
@@ -21,19 +21,43 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 CUT_FACTOR = 0.9
 GROWTH_PER_SUCCESS = 1.01
 RECOVERY_PER_SUCCESS = 1.05
-MIN_RATE = 0.1
+# One request every two seconds: lower, a budget that frees up again takes minutes to regain.
+MIN_RATE = 0.5
+# A rate that has not been throttled for this long grows back at the recovery pace.
+RECOVERY_AFTER = 5.0
 # Far above any rate a limit was seen at, pacing is pointless: go back to sending freely.
 UNPACED_ABOVE = 1000.0
 # Successes over this many seconds tell the rate the account actually grants.
 MEASURE_SECONDS = 5.0
 MAX_PAUSE = 8.0
 DEFAULT_GIVE_UP_AFTER = 300.0
+
+
+# Set by whoever runs requests in a thread and may stop caring about them (a run that failed or was
+# killed): a wait for the controller then ends at once instead of after its pause or pacing.
+_stop_waiting: ContextVar[threading.Event | None] = ContextVar("metronome_stop_waiting", default=None)
+
+
+class WaitCancelled(Exception):
+    """The request's caller stopped waiting for it: its run is over."""
+
+
+@contextmanager
+def stop_waiting_on(event: threading.Event) -> Iterator[None]:
+    """Make every wait for a controller in this block end, with :class:`WaitCancelled`, once ``event`` is set."""
+    token = _stop_waiting.set(event)
+    try:
+        yield
+    finally:
+        _stop_waiting.reset(token)
 
 
 @dataclass(frozen=True)
@@ -91,8 +115,14 @@ class RateController:
             return RateSnapshot(self._rate, self.throttled)
 
     def acquire(self) -> float:
-        """Block until a request may start; returns the moment it starts (the controller's clock)."""
+        """Block until a request may start; returns the moment it starts (the controller's clock).
+
+        :raises WaitCancelled: the caller's stop event (:func:`stop_waiting_on`) was set meanwhile.
+        """
+        stop = _stop_waiting.get()
         while True:
+            if stop is not None and stop.is_set():
+                raise WaitCancelled
             with self._lock:
                 now = self._clock()
                 if now >= self._paused_until:
@@ -107,7 +137,10 @@ class RateController:
                     wait, reserved = start - now, True
                 else:
                     wait, reserved = self._paused_until - now, False
-            self._sleep(wait)
+            if stop is None:
+                self._sleep(wait)
+            elif stop.wait(wait):
+                raise WaitCancelled
             if reserved and self._clock() >= self._paused_until:
                 return self._clock()
 
@@ -122,7 +155,9 @@ class RateController:
             self._forget_before(now - MEASURE_SECONDS)
             if self._rate is None:
                 return
-            recovering = self._rate < self._throttled_at_rate * CUT_FACTOR
+            recovering = (
+                self._rate < self._throttled_at_rate * CUT_FACTOR or now - self._last_cut > RECOVERY_AFTER
+            )
             grown = self._rate * (RECOVERY_PER_SUCCESS if recovering else GROWTH_PER_SUCCESS)
             if self.max_rate is not None:
                 self._rate = min(grown, self.max_rate)

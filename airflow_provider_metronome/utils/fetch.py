@@ -18,10 +18,11 @@ check) goes through :func:`fetch_customers`:
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -31,6 +32,7 @@ from airflow_provider_metronome.exceptions import (
     MetronomeResponseError,
 )
 from airflow_provider_metronome.hooks.metronome import MetronomeHook
+from airflow_provider_metronome.hooks.rate import stop_waiting_on
 from airflow_provider_metronome.models import InvoiceBreakdown, SourceObject
 from airflow_provider_metronome.utils.validation import Source
 from airflow_provider_metronome.utils.window import DayWindow, to_utc
@@ -136,12 +138,15 @@ def fetch_customers(
     pending: deque[Future[CustomerResult[ResultT]]] = deque()
     queue = iter(customer_ids)
     pool = ThreadPoolExecutor(max_workers, thread_name_prefix="metronome-fetch")
+    # Set when the consumer is done: requests still waiting for the rate controller give up at once.
+    stop = threading.Event()
 
     def submit(customer_id: str) -> None:
         pending.append(
             pool.submit(
                 _fetch_one,
                 hook,
+                stop=stop,
                 customer_id=customer_id,
                 window=window,
                 source=source,
@@ -156,6 +161,7 @@ def fetch_customers(
             if len(pending) >= 2 * max_workers:
                 break
         while pending:
+            _raise_any_failure(pending)
             result = pending.popleft().result()
             next_id = next(queue, None)
             if next_id is not None:
@@ -164,14 +170,31 @@ def fetch_customers(
                 progress.advance(0 if result.value is None else count(result.value))
             yield result
     finally:
+        stop.set()
         pool.shutdown(wait=True, cancel_futures=True)
     if progress is not None:
         progress.finish()
 
 
+def _raise_any_failure(pending: deque[Future[Any]]) -> None:
+    """Wait for the first customer's result, but raise at once if any customer already failed.
+
+    The run fails whichever customer failed first, so there is no point waiting, in order, for
+    customers ahead of it (at a throttled rate that can be minutes).
+    """
+    head = pending[0]
+    while not head.done():
+        running = [future for future in pending if not future.done()]
+        wait(running, return_when=FIRST_COMPLETED)
+        for future in pending:
+            if future.done() and future.exception() is not None:
+                future.result()
+
+
 def _fetch_one(
     hook: MetronomeHook,
     *,
+    stop: threading.Event,
     customer_id: str,
     window: DayWindow,
     source: Source,
@@ -179,7 +202,8 @@ def _fetch_one(
     skip_customer_errors: bool,
 ) -> CustomerResult[ResultT]:
     try:
-        objects = list(hook.iter_source(source, customer_id, window.start, window.end))
+        with stop_waiting_on(stop):
+            objects = list(hook.iter_source(source, customer_id, window.start, window.end))
     except MetronomeClientError as err:
         if not (skip_customer_errors and is_skippable_customer_error(err)):
             raise

@@ -82,7 +82,10 @@ def _old_sensor_check(day: dt.date) -> bool:
     try:
         ids = hook.list_active_customer_ids()
         window = DayWindow.of(day, day + dt.timedelta(days=1))
-        results = fetch_customers(hook, ids, window, "invoice_breakdowns", lambda *_: None, max_workers=8)
+        # Every customer, as the old check did: it did not stop at the first one missing the day.
+        results = list(
+            fetch_customers(hook, ids, window, "invoice_breakdowns", lambda *_: None, max_workers=8)
+        )
         return all(not result.missing_days for result in results)
     finally:
         hook.close()
