@@ -50,7 +50,7 @@ with DAG(
     default_args={"retries": 6, "retry_delay": timedelta(minutes=30)},
     tags=["metronome"],
 ):
-
+    # [START customer_batches]
     @task
     def list_customer_batches() -> list[list[str]]:
         ids = MetronomeHook().list_active_customer_ids()
@@ -62,6 +62,7 @@ with DAG(
         record_format="line_items",
         on_customer_error="skip",
     ).expand(customer_ids=list_customer_batches())
+    # [END customer_batches]
 
     @task
     def report(manifests: list[dict[str, Any]]) -> dict[str, Any]:

@@ -23,6 +23,7 @@ except ImportError:  # Airflow 2
     from airflow.decorators import task
 
 log = logging.getLogger(__name__)
+# [START asset_consumer]
 DAILY_COSTS = Asset("metronome://costs/daily")
 
 with DAG(
@@ -53,3 +54,4 @@ with DAG(
         return summaries
 
     log_day_totals()
+# [END asset_consumer]

@@ -35,6 +35,7 @@ DEFAULT_BASE_URI = "file://" + os.path.join(
 )
 BASE_URI = "{{ var.value.get('metronome_costs_base_uri', '" + DEFAULT_BASE_URI + "') }}"
 
+# [START history_dag]
 with DAG(
     dag_id="metronome_costs_history",
     description="Past months of Metronome costs, one object per day, in the daily DAG's layout.",
@@ -65,3 +66,4 @@ with DAG(
         record_format="line_items",
     )
     wait_for_month >> load_month
+# [END history_dag]

@@ -54,7 +54,7 @@ with DAG(
     },
     tags=["metronome"],
 ):
-
+    # [START restatement_task]
     @task(multiple_outputs=True)
     def trailing_window(**context: Any) -> dict[str, str]:
         # The newest day is the one the daily DAG fetches in the same run, by the same rule.
@@ -74,3 +74,4 @@ with DAG(
         record_format="line_items",
         outlets=[DAILY_COSTS],
     )
+    # [END restatement_task]

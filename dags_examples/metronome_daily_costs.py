@@ -38,6 +38,7 @@ DEFAULT_BASE_URI = "file://" + os.path.join(
     os.environ.get("AIRFLOW_HOME", os.path.expanduser("~/airflow")), "metronome"
 )
 BASE_URI = "{{ var.value.get('metronome_costs_base_uri', '" + DEFAULT_BASE_URI + "') }}"
+# [START daily_dag]
 # What downstream DAGs schedule on; each event's extra names the object written and its window.
 DAILY_COSTS = Asset("metronome://costs/daily")
 
@@ -71,3 +72,4 @@ with DAG(
         outlets=[DAILY_COSTS],
     )
     wait_for_costs >> fetch_costs
+# [END daily_dag]

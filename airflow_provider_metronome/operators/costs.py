@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from contextlib import closing
+from functools import partial
 from typing import Any, Literal
 
 from airflow_provider_metronome._compat import (
@@ -16,8 +17,7 @@ from airflow_provider_metronome._compat import (
     XCom,
 )
 from airflow_provider_metronome.hooks.metronome import MetronomeHook
-from airflow_provider_metronome.utils.fetch import CustomerResult, DayObjects, FetchProgress, fetch_customers
-from airflow_provider_metronome.utils.records import DayRecords, to_day_records
+from airflow_provider_metronome.utils.fetch import CustomerResult, FetchProgress, fetch_customers
 from airflow_provider_metronome.utils.sinks import DaySplitSink, ObjectSink, RecordSink, XComSink
 from airflow_provider_metronome.utils.storage import (
     AtomicJsonLinesWriter,
@@ -283,11 +283,11 @@ class MetronomeCostsOperator(BaseOperator):
             customer_ids,
             window,
             self.source,
-            self._records,
+            partial(sink.prepare, self.record_format),
             max_workers=self.max_workers,
             skip_customer_errors=self.on_customer_error == "skip",
             progress=FetchProgress(self.log, hook, len(customer_ids), self.progress_interval),
-            count=len,
+            count=_count_records,
         )
         skipped: list[dict[str, Any]] = []
         missing: dict[dt.date, list[str]] = {}
@@ -316,7 +316,7 @@ class MetronomeCostsOperator(BaseOperator):
         return output
 
     def _check_missing_days(
-        self, result: CustomerResult[DayRecords], window: DayWindow, missing: dict[dt.date, list[str]]
+        self, result: CustomerResult[Any], window: DayWindow, missing: dict[dt.date, list[str]]
     ) -> None:
         """Fail on the first customer lacking a day (nothing written), or note its days when accepted."""
         if not result.missing_days:
@@ -337,9 +337,6 @@ class MetronomeCostsOperator(BaseOperator):
     def _stop_if_killed(self) -> None:
         if getattr(self, "_killed", False):
             raise AirflowException("The task was killed while fetching; nothing was written.")
-
-    def _records(self, customer_id: str, day_objects: DayObjects) -> DayRecords:
-        return to_day_records(self.record_format, customer_id, day_objects)
 
     def _sink(self, window: DayWindow, writers: dict[dt.date, AtomicJsonLinesWriter] | None) -> RecordSink:
         if writers is None:
@@ -410,10 +407,13 @@ class MetronomeCostsOperator(BaseOperator):
         )
 
     def _push_customer_link(self, context: Context, customer_ids: list[str] | None) -> None:
-        """Leave the extra link's URL where the link reads it."""
-        if customer_ids is not None and len(customer_ids) == 1 and context.get("ti") is not None:
+        """Leave the extra link's URL where the link reads it ("" for no link, so reading it never fails)."""
+        if context.get("ti") is None:
+            return
+        url = ""
+        if customer_ids is not None and len(customer_ids) == 1:
             url = METRONOME_APP_CUSTOMER_URL.format(customer_id=customer_ids[0])
-            context["ti"].xcom_push(key=CUSTOMER_LINK_XCOM_KEY, value=url)
+        context["ti"].xcom_push(key=CUSTOMER_LINK_XCOM_KEY, value=url)
 
     def _xcom_too_big(self, window: DayWindow, size: int) -> str:
         return (
@@ -502,6 +502,11 @@ def _describe_missing(missing: dict[dt.date, list[str]]) -> str:
         f"{day}: {len(ids)} customer(s) without it ({', '.join(ids[:3])}{', ...' if len(ids) > 3 else ''})"
         for day, ids in sorted(missing.items())
     )
+
+
+def _count_records(prepared: Sequence[tuple[dt.date, Sequence[Any]]]) -> int:
+    """Records of a customer, for the progress line: lines or records, grouped by day."""
+    return sum(len(records) for _, records in prepared)
 
 
 def _skip_entry(customer_id: str, status_code: int | None, message: str) -> dict[str, Any]:

@@ -61,6 +61,8 @@ class Availability:
         customer errors are skipped), with Metronome's message.
     :param checked: How many customers were asked, when fewer than all (the check stopped at the
         first customer missing a day, or asked a sample); None when every customer was asked.
+    :param listed: False when the check stopped before listing the customers (the customer missing
+        a day at the last check still misses it), so ``customer_ids`` holds that customer alone.
     """
 
     window: DayWindow
@@ -69,6 +71,7 @@ class Availability:
     missing: Mapping[dt.date, tuple[str, ...]]
     skipped: Mapping[str, str] = field(default_factory=dict)
     checked: int | None = None
+    listed: bool = True
 
     @property
     def complete(self) -> bool:
@@ -93,6 +96,11 @@ class Availability:
         elif self.complete:
             line = f"All {total} customers have" if total > 1 else "1 customer has"
             line += f" {self.window.describe()}"
+        elif not self.listed:
+            line = (
+                f"Customer {self.first_missing} still without {_describe_days(sorted(self.missing))}, as at "
+                "the last check; the check stopped there, after one request"
+            )
         elif self.checked is not None:
             line = (
                 f"Customer {self.first_missing} still without {_describe_days(sorted(self.missing))}; the "
@@ -171,13 +179,13 @@ def find_missing(
     :param sample: Ask at most this many customers, spread evenly over the list (``first`` among them).
     :raises MetronomeAPIError: the first customer's error, in the order asked.
     """
-    ids = hook.list_active_customer_ids() if customer_ids is None else list(customer_ids)
-    order = check_order(ids, first, sample)
     skipped: dict[str, str] = {}
     lacking: tuple[str, tuple[dt.date, ...]] | None = None
     asked = 0
-    # The first customer alone: while the day is not there, one request answers for everyone.
-    for batch, workers in ((order[:1], 1), (order[1:], max_workers)):
+
+    def ask(batch: Sequence[str], workers: int) -> bool:
+        """Ask ``batch`` in order; True once a customer lacks a day."""
+        nonlocal lacking, asked
         results = fetch_customers(
             hook,
             batch,
@@ -194,13 +202,38 @@ def find_missing(
                     skipped[result.customer_id] = result.skipped.message
                 elif result.missing_days:
                     lacking = (result.customer_id, result.missing_days)
-                    break
-        if lacking is not None:
-            break
+                    return True
+        return False
+
+    # While the day is not there, the customer that lacked it last time answers for everyone in one
+    # request, before the (paginated) customer listing.
+    asked_first = customer_ids is None and first is not None
+    if customer_ids is None and first is not None and ask([first], 1):
+        return _outcome(window, source, (first,), lacking, skipped, checked=1, listed=False)
+    ids = hook.list_active_customer_ids() if customer_ids is None else list(customer_ids)
+    order = check_order(ids, first, sample)
+    if asked_first:
+        order = [cid for cid in order if cid != first]
+    if not ask(order[:1], 1):
+        ask(order[1:], max_workers)
     waited_for = tuple(cid for cid in ids if cid not in skipped)
+    return _outcome(
+        window, source, waited_for, lacking, skipped, checked=None if asked == len(ids) else asked
+    )
+
+
+def _outcome(
+    window: DayWindow,
+    source: Source,
+    waited_for: tuple[str, ...],
+    lacking: tuple[str, tuple[dt.date, ...]] | None,
+    skipped: Mapping[str, str],
+    *,
+    checked: int | None,
+    listed: bool = True,
+) -> Availability:
     missing = {day: (lacking[0],) for day in lacking[1]} if lacking is not None else {}
-    checked = None if asked == len(ids) else asked
-    return Availability(window, source, waited_for, missing, skipped, checked)
+    return Availability(window, source, waited_for, missing, skipped, checked, listed)
 
 
 def check_order(ids: Sequence[str], first: str | None, sample: int | None) -> list[str]:

@@ -9,18 +9,26 @@ from __future__ import annotations
 import datetime as dt
 import json
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Protocol
 
 from airflow_provider_metronome._compat import AirflowFailException, add_output_lineage
-from airflow_provider_metronome.utils.records import DayRecords, Record
-from airflow_provider_metronome.utils.storage import AtomicJsonLinesWriter, encode_record
+from airflow_provider_metronome.models import SourceObject
+from airflow_provider_metronome.utils.records import DayRecords, Record, to_day_records
+from airflow_provider_metronome.utils.storage import AtomicJsonLinesWriter, DayLines, to_day_lines
+from airflow_provider_metronome.utils.validation import RecordFormat
+
+DayObjects = Sequence[tuple[dt.date, SourceObject]]
 
 
 class RecordSink(Protocol):
-    """Receives each customer's records in order; ``finish`` gives the task's return value."""
+    """Receives each customer's records in order; ``finish`` gives the task's return value.
+
+    ``prepare`` turns one customer's objects into what ``add`` takes (records, or encoded lines); the
+    fetch engine runs it in its worker threads.
+    """
 
     def __enter__(self) -> RecordSink: ...
 
@@ -28,7 +36,9 @@ class RecordSink(Protocol):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None: ...
 
-    def add(self, customer_id: str, records: DayRecords) -> None: ...
+    def prepare(self, record_format: RecordFormat, customer_id: str, day_objects: DayObjects) -> Any: ...
+
+    def add(self, customer_id: str, prepared: Any) -> None: ...
 
     def finish(self, summary: dict[str, Any]) -> Any: ...
 
@@ -54,8 +64,11 @@ class XComSink:
     ) -> None:
         return None
 
-    def add(self, customer_id: str, records: DayRecords) -> None:
-        for _, day_records in records:
+    def prepare(self, record_format: RecordFormat, customer_id: str, day_objects: DayObjects) -> DayRecords:
+        return to_day_records(record_format, customer_id, day_objects)
+
+    def add(self, customer_id: str, prepared: DayRecords) -> None:
+        for _, day_records in prepared:
             for record in day_records:
                 self.size += len(json.dumps(record)) + 2
                 if self.size > self.max_bytes:
@@ -83,13 +96,16 @@ class ObjectSink:
     ) -> None:
         self.writer.__exit__(exc_type, exc, tb)
 
-    def add(self, customer_id: str, records: DayRecords) -> None:
+    def prepare(self, record_format: RecordFormat, customer_id: str, day_objects: DayObjects) -> DayLines:
+        return to_day_lines(record_format, customer_id, day_objects)
+
+    def add(self, customer_id: str, prepared: DayLines) -> None:
         # The manifest counts customers whose records were written, not those merely asked about.
-        if any(day_records for _, day_records in records):
+        if any(lines for _, lines in prepared):
             self.customers += 1
-        for _, day_records in records:
-            for record in day_records:
-                self.writer.write(encode_record(record))
+        for _, lines in prepared:
+            for line in lines:
+                self.writer.write(line)
 
     def finish(self, summary: dict[str, Any]) -> dict[str, Any]:
         writer = self.writer
@@ -150,14 +166,16 @@ class DaySplitSink:
             if self._folder is not None:
                 self._folder.cleanup()
 
-    def add(self, customer_id: str, records: DayRecords) -> None:
+    def prepare(self, record_format: RecordFormat, customer_id: str, day_objects: DayObjects) -> DayLines:
+        return to_day_lines(record_format, customer_id, day_objects)
+
+    def add(self, customer_id: str, prepared: DayLines) -> None:
         wrote_any = False
-        for day, day_records in records:
-            if not day_records:
+        for day, lines in prepared:
+            if not lines:
                 continue
             spool = self._spool(day)
-            for record in day_records:
-                spool.write(encode_record(record))
+            spool.writelines(lines)
             self.customers[day] += 1
             wrote_any = True
         self.all_customers += wrote_any

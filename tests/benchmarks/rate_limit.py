@@ -208,7 +208,7 @@ def _row(run: Run) -> str:
 
 def _section(runs: list[Run], shared: Run) -> list[str]:
     lines = [
-        f"### 5. Under Metronome's rate limit: {CUSTOMERS:,} customers, {LATENCY_MS:.0f} ms per request",
+        f"### 6. Under Metronome's rate limit: {CUSTOMERS:,} customers, {LATENCY_MS:.0f} ms per request",
         "",
         "| path | budget (req/s) | 429 | wall (s) | floor (s) | wall / floor | requests | throttled "
         "| same bytes |",

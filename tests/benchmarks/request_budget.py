@@ -204,7 +204,7 @@ def _section(results: dict[str, dict[str, Any]]) -> tuple[list[str], list[tuple[
     restatement_min = _minimum("invoice_breakdowns", RESTATEMENT_DAYS)
     one_day_fetch = results["day-invoice_breakdowns"]["requests"]
     lines = [
-        f"### Requests per pipeline ({CUSTOMERS:,} customers, {LATENCY_MS:.0f} ms per request)",
+        f"### 5. Requests per pipeline ({CUSTOMERS:,} customers, {LATENCY_MS:.0f} ms per request)",
         "",
         "Minimum: one request per customer per 100 days of costs or 35 days of breakdowns, plus "
         f"{LISTING_REQUESTS} pages of customer listing. Wall time with the default 8 workers.",

@@ -59,7 +59,7 @@ def run() -> tuple[list[str], list[tuple[str, str, bool]]]:
                     ]
                     rows[(version, crowded_env)] = statistics.median(figures)
     lines = [
-        "### 6. Client CPU per request",
+        "### 7. Client CPU per request",
         "",
         f"| version | plain environment (µs) | {EXTRA_VARIABLES} more variables (µs) |",
         "|---|---:|---:|",

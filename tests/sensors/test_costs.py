@@ -168,18 +168,25 @@ def test_a_waiting_poke_asks_the_customer_missing_last_time_first_and_stops_ther
     )
 
 
-def test_a_waiting_poke_of_every_active_customer_costs_the_listing_and_one_request(
+def test_a_waiting_poke_of_every_active_customer_costs_one_request(
     simulator: MetronomeSimulator, metronome_conn: str
 ) -> None:
     simulator.now = BEFORE
     sensor = make_sensor(source="invoice_breakdowns")
 
-    for _ in range(3):
-        assert sensor.poke(CONTEXT) is False
+    with task_logs(sensor) as logs:
+        for _ in range(3):
+            assert sensor.poke(CONTEXT) is False
 
     paths = [record.path for record in simulator.requests]
-    assert paths.count("/v1/customers") == 3
-    assert len(paths) == 6, "each check: one listing page, one customer"
+    # The first check lists the customers and stops at the first; later ones ask that customer alone.
+    assert paths.count("/v1/customers") == 1
+    assert len(paths) == 4
+    assert len(set(paths[1:])) == 1
+    assert check_lines(logs)[-1].endswith(
+        "still without 2024-01-05, as at the last check; the check stopped there, after one request "
+        "(invoice_breakdowns)."
+    )
 
 
 def test_a_sampling_gate_asks_only_a_few_customers_once_the_day_is_there(
