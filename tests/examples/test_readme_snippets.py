@@ -46,7 +46,8 @@ def regions(path: Path) -> dict[str, str]:
             continue
         name = marker["name"]
         if marker["kind"] == "START":
-            assert name not in open_regions and name not in found, f"{path.name}:{number}: {name} again"
+            assert name not in open_regions, f"{path.name}:{number}: START {name} inside itself"
+            assert name not in found, f"{path.name}:{number}: {name} twice"
             open_regions[name] = []
         else:
             assert name in open_regions, f"{path.name}:{number}: END {name} without its START"

@@ -64,7 +64,7 @@ def hook(sim: MetronomeSimulator, connect: Callable[..., MetronomeHook]) -> Metr
 
 def customer_id(sim: MetronomeSimulator, index: int = 0) -> str:
     """An active customer whose plan supports /costs."""
-    return [cid for cid in sim.active_customer_ids if cid not in sim.unique_metric_customer_ids][index]
+    return sim.costs_customer_ids[index]
 
 
 def raw_items(sim: MetronomeSimulator, path: str, **params: Any) -> list[dict[str, Any]]:

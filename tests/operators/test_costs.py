@@ -33,9 +33,9 @@ from airflow_provider_metronome.operators.costs import (
     MetronomeCustomerLink,
 )
 from airflow_provider_metronome.testing import DEFAULT_TOKEN, Fault, MetronomeSimulator
-from airflow_provider_metronome.utils import sinks as sinks_module
 from airflow_provider_metronome.utils.records import to_records
 from airflow_provider_metronome.utils.storage import (
+    AtomicJsonLinesWriter,
     check_output_uri,
     encode_record,
     public_uri,
@@ -44,6 +44,7 @@ from airflow_provider_metronome.utils.storage import (
 )
 from airflow_provider_metronome.utils.validation import check_customer_ids
 from airflow_provider_metronome.utils.window import DayWindow, WindowError
+from tests.support.simulator import billable
 
 NOW = dt.datetime(2024, 2, 1, tzinfo=dt.timezone.utc)
 DAY = dt.date(2024, 1, 5)
@@ -67,11 +68,6 @@ def operator(**kwargs: Any) -> MetronomeCostsOperator:
     kwargs.setdefault("starting_on", DAY.isoformat())
     kwargs.setdefault("ending_before", (DAY + dt.timedelta(days=1)).isoformat())
     return MetronomeCostsOperator(**kwargs)
-
-
-def billable(sim: MetronomeSimulator) -> list[str]:
-    """Active customers whose /costs Metronome serves, sorted as the operator writes them."""
-    return sorted(set(sim.active_customer_ids) - set(sim.unique_metric_customer_ids))
 
 
 def days(start: dt.date, count: int) -> list[dt.date]:
@@ -415,17 +411,18 @@ def test_crash_midway_leaves_the_previous_object_and_no_partial_one(
     target = tmp_path / f"2024-01-05{suffix}"
     target.write_bytes(b"the previous, complete object")
     seen_while_writing: list[tuple[str, int]] = []
-    real_encode = sinks_module.encode_record
+    real_write = AtomicJsonLinesWriter.write
 
-    def encode_then_crash(record: dict[str, Any]) -> bytes:
+    def write_then_crash(writer: AtomicJsonLinesWriter, line: bytes) -> None:
         if len(seen_while_writing) < 1000:
             seen_while_writing.append(("", 0))
-            return real_encode(record)
+            real_write(writer, line)
+            return
         temporary = [name for name in entries(tmp_path) if name != target.name]
         seen_while_writing[:] = [(name, (tmp_path / name).stat().st_size) for name in temporary]
         raise OSError("No space left on device")
 
-    mocker.patch.object(sinks_module, "encode_record", side_effect=encode_then_crash)
+    mocker.patch.object(AtomicJsonLinesWriter, "write", autospec=True, side_effect=write_then_crash)
     op = operator(
         customer_ids=billable(sim),
         record_format="line_items",

@@ -23,6 +23,7 @@ from airflow_provider_metronome._compat import AIRFLOW_V3
 from airflow_provider_metronome.operators.costs import MetronomeCostsOperator, MetronomeCustomerLink
 from airflow_provider_metronome.testing import MetronomeSimulator
 from tests.support.runs import DagRunResult, run_dag_once
+from tests.support.simulator import billable
 
 pytestmark = pytest.mark.e2e
 
@@ -82,10 +83,6 @@ def run_dag(airflow_db: Path, airflow_home: Path) -> Iterator[Any]:
     yield run
     for path in written:
         path.unlink()
-
-
-def billable(sim: MetronomeSimulator) -> list[str]:
-    return sorted(set(sim.active_customer_ids) - set(sim.unique_metric_customer_ids))
 
 
 def window(starting_on: str, ending_before: str) -> dict[str, str]:

@@ -21,6 +21,7 @@ from airflow_provider_metronome._compat import AirflowException
 from airflow_provider_metronome.exceptions import MetronomeResponseError
 from airflow_provider_metronome.operators.costs import MetronomeCostsOperator
 from airflow_provider_metronome.testing import Fault, MetronomeSimulator
+from tests.support.simulator import billable
 
 NOW = dt.datetime(2024, 2, 1, tzinfo=dt.timezone.utc)
 DAY = dt.date(2024, 1, 5)
@@ -40,11 +41,6 @@ def operator(**kwargs: Any) -> MetronomeCostsOperator:
     kwargs.setdefault("starting_on", DAY.isoformat())
     kwargs.setdefault("ending_before", (DAY + dt.timedelta(days=3)).isoformat())
     return MetronomeCostsOperator(**kwargs)
-
-
-def billable(sim: MetronomeSimulator) -> list[str]:
-    """Active customers whose /costs Metronome serves, sorted as the operator writes them."""
-    return sorted(set(sim.active_customer_ids) - set(sim.unique_metric_customer_ids))
 
 
 def endpoint(source: str, customer_id: str) -> str:

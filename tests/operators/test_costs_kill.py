@@ -31,6 +31,7 @@ from airflow_provider_metronome._compat import AIRFLOW_V3
 from airflow_provider_metronome.operators.costs import MetronomeCostsOperator
 from airflow_provider_metronome.testing import Fault, MetronomeSimulator
 from airflow_provider_metronome.utils import storage
+from tests.support.simulator import billable
 
 NOW = dt.datetime(2024, 2, 1, tzinfo=dt.timezone.utc)
 TASK_PROCESS = Path(__file__).with_name("task_process.py")
@@ -48,10 +49,6 @@ REQUEST_DELAY = 0.3
 def sim(simulator: MetronomeSimulator, metronome_conn: str) -> MetronomeSimulator:
     simulator.now = NOW
     return simulator
-
-
-def billable(sim: MetronomeSimulator) -> list[str]:
-    return sorted(set(sim.active_customer_ids) - set(sim.unique_metric_customer_ids))
 
 
 @contextlib.contextmanager

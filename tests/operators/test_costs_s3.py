@@ -31,6 +31,7 @@ from airflow_provider_metronome.testing import Fault, MetronomeSimulator
 from airflow_provider_metronome.utils.storage import iter_output
 from tests.operators.test_costs_kill import REQUEST_DELAY, later, stopped, task_process, wait_for_requests
 from tests.support.s3 import MotoS3, free_port, moto_s3_server
+from tests.support.simulator import billable
 
 NOW = dt.datetime(2024, 2, 1, tzinfo=dt.timezone.utc)
 DAY = dt.date(2024, 1, 5)
@@ -92,11 +93,6 @@ def operator(**kwargs: Any) -> MetronomeCostsOperator:
     kwargs.setdefault("ending_before", (DAY + dt.timedelta(days=3)).isoformat())
     kwargs.setdefault("record_format", "line_items")
     return MetronomeCostsOperator(**kwargs)
-
-
-def billable(sim: MetronomeSimulator) -> list[str]:
-    """Active customers whose /costs Metronome serves, sorted as the operator writes them."""
-    return sorted(set(sim.active_customer_ids) - set(sim.unique_metric_customer_ids))
 
 
 def to_s3(s3: MotoS3, suffix: str, **kwargs: Any) -> MetronomeCostsOperator:

@@ -11,6 +11,7 @@ import pytest
 
 from airflow_provider_metronome.operators.costs import MAX_WINDOW_DAYS, MetronomeCostsOperator
 from airflow_provider_metronome.testing import MetronomeSimulator
+from tests.support.simulator import billable
 
 NOW = dt.datetime(2024, 2, 1, tzinfo=dt.timezone.utc)
 FIRST = dt.date(2024, 1, 4)
@@ -23,10 +24,6 @@ UNKNOWN_CUSTOMER = "00000000-0000-4000-8000-0000000000ff"
 def sim(simulator: MetronomeSimulator, metronome_conn: str) -> MetronomeSimulator:
     simulator.now = NOW
     return simulator
-
-
-def billable(sim: MetronomeSimulator) -> list[str]:
-    return sorted(set(sim.active_customer_ids) - set(sim.unique_metric_customer_ids))
 
 
 def split_operator(folder: Path, **kwargs: Any) -> MetronomeCostsOperator:

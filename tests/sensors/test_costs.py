@@ -52,7 +52,7 @@ def no_retry_wait(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def plain_customer(simulator: MetronomeSimulator, index: int = 0) -> str:
     """An active customer whose /costs Metronome serves (not one with a UNIQUE-type metric)."""
-    return [c for c in simulator.active_customer_ids if c not in simulator.unique_metric_customer_ids][index]
+    return simulator.costs_customer_ids[index]
 
 
 def make_sensor(**kwargs: Any) -> MetronomeCostsSensor:

@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from airflow_provider_metronome.testing import MetronomeSimulator
+
 # Generous: only reached when something is broken, never waited out when things work.
 DEADLINE_SECONDS = 20.0
 
@@ -56,3 +58,8 @@ def standalone_simulator(tmp_path: Path, *args: str, extra_lines: int = 0) -> It
         process.terminate()
         process.communicate(timeout=30)
     assert process.returncode == 0
+
+
+def billable(sim: MetronomeSimulator) -> list[str]:
+    """The active customers ``/costs`` serves (no UNIQUE-type metric), sorted as the operator writes them."""
+    return sorted(sim.costs_customer_ids)

@@ -129,7 +129,7 @@ def breakdowns_path(customer_id: str) -> str:
 
 
 def plain_customer(sim: MetronomeSimulator) -> str:
-    return next(cid for cid in sim.active_customer_ids if cid not in sim.unique_metric_customer_ids)
+    return sim.costs_customer_ids[0]
 
 
 def cents(amount: float) -> int:
@@ -621,7 +621,7 @@ def test_customer_counts(sim: MetronomeSimulator) -> None:
 
 def test_concurrent_connections_are_served_at_once(sim: MetronomeSimulator) -> None:
     sim.latency = 0.1
-    customers = [cid for cid in sim.active_customer_ids if cid not in sim.unique_metric_customer_ids][:10]
+    customers = sim.costs_customer_ids[:10]
     start = threading.Barrier(len(customers))
     answers: dict[str, list[dict[str, Any]]] = {}
 
