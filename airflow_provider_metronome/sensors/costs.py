@@ -17,7 +17,7 @@ from airflow_provider_metronome._compat import (
 )
 from airflow_provider_metronome.hooks.metronome import MetronomeHook
 from airflow_provider_metronome.triggers.costs import MetronomeCostsTrigger
-from airflow_provider_metronome.utils.availability import check_availability
+from airflow_provider_metronome.utils.availability import AvailabilityQuery, check_availability
 from airflow_provider_metronome.utils.validation import (
     DEFAULT_MAX_WORKERS,
     CustomerErrorPolicy,
@@ -137,8 +137,7 @@ class MetronomeCostsSensor(BaseSensorOperator):
 
     def poke(self, context: Context) -> bool:
         window = resolve_window(context, self.starting_on, self.ending_before)
-        availability = check_availability(
-            self.metronome_conn_id,
+        query = AvailabilityQuery(
             check_customer_ids(self.customer_ids),
             window,
             self.source,
@@ -146,8 +145,8 @@ class MetronomeCostsSensor(BaseSensorOperator):
             skip_customer_errors=self.on_customer_error == "skip",
             first=self._first,
             sample=self.sample_customers,
-            log=self.log,
         )
+        availability = check_availability(self.metronome_conn_id, query, log=self.log)
         if availability is None:
             return False
         self._first = availability.first_missing

@@ -10,7 +10,7 @@ import pendulum
 
 from airflow_provider_metronome._compat import AirflowException, BaseTrigger, TriggerEvent
 from airflow_provider_metronome.hooks.metronome import MetronomeHook
-from airflow_provider_metronome.utils.availability import Availability, check_availability
+from airflow_provider_metronome.utils.availability import Availability, AvailabilityQuery, check_availability
 from airflow_provider_metronome.utils.validation import (
     DEFAULT_MAX_WORKERS,
     CustomerErrorPolicy,
@@ -108,9 +108,7 @@ class MetronomeCostsTrigger(BaseTrigger):
             try:
                 # A thread, because the hook is synchronous (requests, and a connection read that
                 # the triggerer serves to worker threads); the event loop keeps running meanwhile.
-                availability = await asyncio.to_thread(
-                    check_availability,
-                    self.metronome_conn_id,
+                query = AvailabilityQuery(
                     self.customer_ids,
                     self.window,
                     self.source,
@@ -118,7 +116,9 @@ class MetronomeCostsTrigger(BaseTrigger):
                     skip_customer_errors=self.on_customer_error == "skip",
                     first=first,
                     sample=self.sample_customers,
-                    log=self.log,
+                )
+                availability = await asyncio.to_thread(
+                    check_availability, self.metronome_conn_id, query, log=self.log
                 )
             except (AirflowException, ValueError) as err:
                 yield TriggerEvent({"status": "error", "message": str(err)})

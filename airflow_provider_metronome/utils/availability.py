@@ -160,25 +160,31 @@ def _describe_run(lacking: tuple[str, ...], days: list[dt.date], total: int) -> 
     return line
 
 
-def find_missing(
-    hook: MetronomeHook,
-    customer_ids: Sequence[str] | None,
-    window: DayWindow,
-    source: Source,
-    *,
-    max_workers: int = DEFAULT_MAX_WORKERS,
-    skip_customer_errors: bool = False,
-    first: str | None = None,
-    sample: int | None = None,
-) -> Availability:
-    """Ask Metronome whether every customer has every day of ``window``, stopping at the first that does not.
+@dataclass(frozen=True)
+class AvailabilityQuery:
+    """What one check asks.
 
-    :param customer_ids: Validated ids, or None for every active customer (listed now).
+    :param customer_ids: Validated ids, or None for every active customer (listed by the check).
     :param skip_customer_errors: Leave out customers that answer a 4xx other than 401/403.
     :param first: A customer to ask before the others (the one missing a day at the last check).
     :param sample: Ask at most this many customers, spread evenly over the list (``first`` among them).
+    """
+
+    customer_ids: Sequence[str] | None
+    window: DayWindow
+    source: Source
+    max_workers: int = DEFAULT_MAX_WORKERS
+    skip_customer_errors: bool = False
+    first: str | None = None
+    sample: int | None = None
+
+
+def find_missing(hook: MetronomeHook, query: AvailabilityQuery) -> Availability:
+    """Ask Metronome whether every customer has every day of the window, stopping at the first that does not.
+
     :raises MetronomeAPIError: the first customer's error, in the order asked.
     """
+    customer_ids, window, source, first = query.customer_ids, query.window, query.source, query.first
     skipped: dict[str, str] = {}
     lacking: tuple[str, tuple[dt.date, ...]] | None = None
     asked = 0
@@ -193,7 +199,7 @@ def find_missing(
             source,
             _nothing,
             max_workers=workers,
-            skip_customer_errors=skip_customer_errors,
+            skip_customer_errors=query.skip_customer_errors,
         )
         with closing(results):
             for result in results:
@@ -211,11 +217,11 @@ def find_missing(
     if customer_ids is None and first is not None and ask([first], 1):
         return _outcome(window, source, (first,), lacking, skipped, checked=1, listed=False)
     ids = hook.list_active_customer_ids() if customer_ids is None else list(customer_ids)
-    order = check_order(ids, first, sample)
+    order = check_order(ids, first, query.sample)
     if asked_first:
         order = [cid for cid in order if cid != first]
     if not ask(order[:1], 1):
-        ask(order[1:], max_workers)
+        ask(order[1:], query.max_workers)
     waited_for = tuple(cid for cid in ids if cid not in skipped)
     return _outcome(
         window, source, waited_for, lacking, skipped, checked=None if asked == len(ids) else asked
@@ -253,16 +259,7 @@ def _nothing(customer_id: str, day_objects: DayObjects) -> None:
 
 
 def check_availability(
-    metronome_conn_id: str,
-    customer_ids: Sequence[str] | None,
-    window: DayWindow,
-    source: Source,
-    *,
-    max_workers: int = DEFAULT_MAX_WORKERS,
-    skip_customer_errors: bool = False,
-    first: str | None = None,
-    sample: int | None = None,
-    log: CheckLog,
+    metronome_conn_id: str, query: AvailabilityQuery, *, log: CheckLog
 ) -> Availability | None:
     """Run :func:`find_missing` once, through a fresh hook, and write the one log line about it.
 
@@ -272,16 +269,7 @@ def check_availability(
     """
     hook = MetronomeHook(metronome_conn_id)
     try:
-        availability = find_missing(
-            hook,
-            customer_ids,
-            window,
-            source,
-            max_workers=max_workers,
-            skip_customer_errors=skip_customer_errors,
-            first=first,
-            sample=sample,
-        )
+        availability = find_missing(hook, query)
     except MetronomeAPIError as err:
         if not err.retryable:
             raise
