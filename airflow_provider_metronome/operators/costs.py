@@ -22,6 +22,7 @@ from airflow_provider_metronome.utils.sinks import DaySplitSink, ObjectSink, Rec
 from airflow_provider_metronome.utils.storage import (
     AtomicJsonLinesWriter,
     check_output_uri,
+    check_split_uri,
     open_output,
     placeholders_in,
     public_uri,
@@ -43,13 +44,15 @@ from airflow_provider_metronome.utils.validation import (
     check_source,
     is_templated,
 )
-from airflow_provider_metronome.utils.window import DayWindow, TimestampLike, resolve_window
+from airflow_provider_metronome.utils.window import (
+    DayWindow,
+    TimestampLike,
+    check_window_length,
+    describe_days,
+    resolve_window,
+)
 
 DEFAULT_MAX_XCOM_BYTES = 1_048_576
-# The largest window a run accepts. One /costs request covers it (100 daily windows a page) and
-# breakdowns need 3 (35 days a page); a quarter or a 90-day history fits. Memory grows with it:
-# every customer in flight holds its whole window, and a split run keeps one spool file per day.
-MAX_WINDOW_DAYS = 100
 MissingDaysPolicy = Literal["fail", "accept"]
 ONE_DAY = dt.timedelta(days=1)
 MISSING_DAYS_POLICIES: tuple[MissingDaysPolicy, ...] = ("fail", "accept")
@@ -72,15 +75,6 @@ class MetronomeCustomerLink(BaseOperatorLink):
         # What execute() pushed: Airflow 2 asks in the webserver, Airflow 3 in the worker after the run.
         url = XCom.get_value(ti_key=ti_key, key=CUSTOMER_LINK_XCOM_KEY)
         return url if isinstance(url, str) else ""
-
-
-def customer_url(customer_ids: object) -> str:
-    """The Metronome app page of the customer when ``customer_ids`` names exactly one, else ``""``."""
-    try:
-        ids = check_customer_ids(customer_ids)
-    except (TypeError, ValueError):
-        return ""
-    return METRONOME_APP_CUSTOMER_URL.format(customer_id=ids[0]) if ids and len(ids) == 1 else ""
 
 
 class MetronomeCostsOperator(BaseOperator):
@@ -222,7 +216,7 @@ class MetronomeCostsOperator(BaseOperator):
         if self.starting_on is not None and not (
             is_templated(self.starting_on) or is_templated(self.ending_before)
         ):
-            check_window_size(DayWindow.of(self.starting_on, self.ending_before))  # type: ignore[arg-type]
+            check_window_length(DayWindow.of(self.starting_on, self.ending_before))  # type: ignore[arg-type]
 
     def _check_split(self) -> None:
         """``split_by_day`` needs a bool, and an ``output_uri`` with ``{date}`` (checked now when literal)."""
@@ -243,7 +237,7 @@ class MetronomeCostsOperator(BaseOperator):
     def execute(self, context: Context) -> Any:
         self._killed = False
         window = resolve_window(context, self.starting_on, self.ending_before)
-        check_window_size(window)
+        check_window_length(window)
         customer_ids = check_customer_ids(self.customer_ids)
         self._check_split()
         writers = self._writers(context, window, customer_ids)
@@ -439,27 +433,6 @@ class MetronomeCostsOperator(BaseOperator):
                 events[outlet].extra.update(extra)
 
 
-def check_window_size(window: DayWindow) -> None:
-    """Refuse a window longer than :data:`MAX_WINDOW_DAYS`, before any request."""
-    days = (window.end - window.start).days
-    if days > MAX_WINDOW_DAYS:
-        raise ValueError(
-            f"The window {window.describe()} spans {days} days; a run fetches at most {MAX_WINDOW_DAYS} "
-            "(memory grows with the days each customer holds). Split it into shorter runs, for example "
-            "monthly ones: a DAG with schedule=CronDataIntervalTimetable('@monthly', timezone='UTC'), "
-            "catchup=True and split_by_day=True fetches one month per run."
-        )
-
-
-def check_split_uri(template: str) -> None:
-    """``split_by_day`` writes one object per day: the (rendered) ``output_uri`` must hold ``{date}``."""
-    if "date" not in placeholders_in(template):
-        raise ValueError(
-            f"output_uri={template!r} has no {{date}}, so split_by_day=True would write every day to "
-            "the same object: add it, for example '.../costs/date={date}/costs.jsonl.gz'."
-        )
-
-
 def _describe_target(writers: dict[dt.date, AtomicJsonLinesWriter] | None) -> str:
     if writers is None:
         return "XCom"
@@ -475,21 +448,10 @@ def _expanded_arguments(context: Context, task_id: str) -> set[str] | None:
     return set(arguments) if isinstance(arguments, dict) else None
 
 
-def _describe_days(days: Sequence[dt.date]) -> str:
-    """``2024-01-05``, or ``2024-01-05..2024-01-07, 2024-01-09``: consecutive days told as one run."""
-    runs: list[list[dt.date]] = []
-    for day in sorted(days):
-        if runs and day - runs[-1][-1] == dt.timedelta(days=1):
-            runs[-1].append(day)
-        else:
-            runs.append([day])
-    return ", ".join(str(run[0]) if len(run) == 1 else f"{run[0]}..{run[-1]}" for run in runs)
-
-
 def _missing_days_message(result: CustomerResult[Any], window: DayWindow, source: str) -> str:
     return (
         f"Metronome has no {source} yet for customer {result.customer_id} on "
-        f"{_describe_days(result.missing_days)} (of {window.describe()}): it has not produced those days, "
+        f"{describe_days(result.missing_days)} (of {window.describe()}): it has not produced those days, "
         "so nothing was written (later customers were not checked). Put a MetronomeCostsSensor for the "
         "same window before this task to wait until every customer has every day, let the task retry "
         "later, or pass on_missing_days='accept' to write the incomplete days (the manifest's "
@@ -516,10 +478,8 @@ def _skip_entry(customer_id: str, status_code: int | None, message: str) -> dict
 __all__ = [
     "CUSTOMER_LINK_XCOM_KEY",
     "DEFAULT_MAX_XCOM_BYTES",
-    "MAX_WINDOW_DAYS",
     "MISSING_DAYS_POLICIES",
     "MetronomeCostsOperator",
     "MetronomeCustomerLink",
     "MissingDaysPolicy",
-    "customer_url",
 ]

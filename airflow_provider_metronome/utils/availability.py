@@ -32,7 +32,7 @@ from airflow_provider_metronome.exceptions import MetronomeAPIError
 from airflow_provider_metronome.hooks.metronome import MetronomeHook
 from airflow_provider_metronome.utils.fetch import DayObjects, fetch_customers
 from airflow_provider_metronome.utils.validation import DEFAULT_MAX_WORKERS, Source
-from airflow_provider_metronome.utils.window import DayWindow
+from airflow_provider_metronome.utils.window import DayWindow, describe_days
 
 # How many customer ids a log line names; more would drown the line.
 MAX_NAMED_CUSTOMERS = 3
@@ -98,12 +98,12 @@ class Availability:
             line += f" {self.window.describe()}"
         elif not self.listed:
             line = (
-                f"Customer {self.first_missing} still without {_describe_days(sorted(self.missing))}, as at "
+                f"Customer {self.first_missing} still without {describe_days(self.missing)}, as at "
                 "the last check; the check stopped there, after one request"
             )
         elif self.checked is not None:
             line = (
-                f"Customer {self.first_missing} still without {_describe_days(sorted(self.missing))}; the "
+                f"Customer {self.first_missing} still without {describe_days(self.missing)}; the "
                 f"check stopped there, after asking {self.checked} of {_customers(total)}"
             )
         else:
@@ -137,19 +137,6 @@ def _customers(count: int) -> str:
 def _name(customer_ids: tuple[str, ...]) -> str:
     more = ", ..." if len(customer_ids) > MAX_NAMED_CUSTOMERS else ""
     return ", ".join(customer_ids[:MAX_NAMED_CUSTOMERS]) + more
-
-
-def _describe_days(days: list[dt.date]) -> str:
-    """Consecutive days told as one run, the first few runs of them."""
-    runs: list[list[dt.date]] = []
-    for day in days:
-        if runs and (day - runs[-1][-1]).days == 1:
-            runs[-1].append(day)
-        else:
-            runs.append([day])
-    told = [str(run[0]) if len(run) == 1 else f"{run[0]}..{run[-1]}" for run in runs[:MAX_DESCRIBED_RUNS]]
-    hidden = sum(len(run) for run in runs[MAX_DESCRIBED_RUNS:])
-    return ", ".join(told) + (f" and {hidden} more day(s)" if hidden else "")
 
 
 def _describe_run(lacking: tuple[str, ...], days: list[dt.date], total: int) -> str:

@@ -174,6 +174,15 @@ def open_output(url: str, conn_id: str | None = None) -> ObjectStoragePath:
     return path
 
 
+def check_split_uri(template: str) -> None:
+    """``split_by_day`` writes one object per day: the (rendered) ``output_uri`` must hold ``{date}``."""
+    if "date" not in placeholders_in(template):
+        raise ValueError(
+            f"output_uri={template!r} has no {{date}}, so split_by_day=True would write every day to "
+            "the same object: add it, for example '.../costs/date={date}/costs.jsonl.gz'."
+        )
+
+
 def render_output_uri(
     template: str, window: DayWindow, *, map_index: int, source: str, customer_id: str | None
 ) -> str:
@@ -587,6 +596,7 @@ __all__ = [
     "AtomicJsonLinesWriter",
     "DayLines",
     "check_output_uri",
+    "check_split_uri",
     "encode_raw_object",
     "encode_record",
     "iter_output",

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -156,6 +156,39 @@ class DayWindow:
 def _check_pair(starting_on: TimestampLike | None, ending_before: TimestampLike | None) -> None:
     if (starting_on is None) != (ending_before is None) or starting_on == "" or ending_before == "":
         raise WindowError("Pass both starting_on and ending_before, or neither (to use the run's dates).")
+
+
+# The largest window a run accepts. One /costs request covers it (100 daily windows a page) and
+# breakdowns need 3 (35 days a page); a quarter or a 90-day history fits. Memory grows with it:
+# every customer in flight holds its whole window, and a split run keeps one spool file per day.
+MAX_WINDOW_DAYS = 100
+# How many runs of consecutive days a message names before summarising the rest.
+MAX_DESCRIBED_RUNS = 3
+
+
+def check_window_length(window: DayWindow) -> None:
+    """Refuse a window longer than :data:`MAX_WINDOW_DAYS`, before any request."""
+    days = (window.end - window.start).days
+    if days > MAX_WINDOW_DAYS:
+        raise WindowError(
+            f"The window {window.describe()} spans {days} days; a run fetches at most {MAX_WINDOW_DAYS} "
+            "(memory grows with the days each customer holds). Split it into shorter runs, for example "
+            "monthly ones: a DAG with schedule=CronDataIntervalTimetable('@monthly', timezone='UTC'), "
+            "catchup=True and split_by_day=True fetches one month per run."
+        )
+
+
+def describe_days(days: Iterable[dt.date]) -> str:
+    """``2024-01-05``, or ``2024-01-05..2024-01-07, 2024-01-09``: consecutive days told as one run."""
+    runs: list[list[dt.date]] = []
+    for day in sorted(days):
+        if runs and (day - runs[-1][-1]).days == 1:
+            runs[-1].append(day)
+        else:
+            runs.append([day])
+    told = [str(run[0]) if len(run) == 1 else f"{run[0]}..{run[-1]}" for run in runs[:MAX_DESCRIBED_RUNS]]
+    hidden = sum(len(run) for run in runs[MAX_DESCRIBED_RUNS:])
+    return ", ".join(told) + (f" and {hidden} more day(s)" if hidden else "")
 
 
 def resolve_window(

@@ -64,7 +64,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--record-format", choices=("raw", "line_items"), default="raw")
+    parser.add_argument("--uri-prefix", help="where the objects go; default file://OUT")
     args = parser.parse_args(argv)
+    prefix = args.uri_prefix or f"file://{args.out}"
 
     from airflow_provider_metronome.hooks.metronome import MetronomeHook
     from airflow_provider_metronome.operators.costs import MetronomeCostsOperator
@@ -73,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         return MetronomeCostsOperator(
             task_id="costs",
             customer_ids=customer_ids,
-            output_uri=f"file://{args.out}/{name}-{{date}}.jsonl",
+            output_uri=f"{prefix}/{name}-{{date}}.jsonl",
             starting_on=STARTING_ON,
             ending_before=ENDING_BEFORE,
             record_format=args.record_format,

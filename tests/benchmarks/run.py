@@ -68,7 +68,7 @@ TARGET_SPEEDUP = 10.0
 TARGET_PAGE_RATIO = 1.5
 TARGET_RSS_GROWTH_MB = 30.0
 TARGET_IMPORT_MS = 100.0
-PARTS = ("fetch", "cpu", "memory", "imports", "budget", "ratelimit", "requestcpu")
+PARTS = ("fetch", "cpu", "memory", "memorys3", "imports", "budget", "ratelimit", "requestcpu")
 
 
 def progress(message: str) -> None:
@@ -378,6 +378,48 @@ def memory_section(results: list[dict[str, Any]]) -> tuple[list[str], list[Targe
     return lines, [target]
 
 
+def run_memory_s3() -> tuple[list[str], list[Target]]:
+    """The raw-format memory run again, writing to S3 (a moto server on this machine) instead of a file."""
+    from tests.support.s3 import moto_s3_server
+
+    results = {}
+    with moto_s3_server("metronome-bench") as s3:
+        for customers in MEMORY_SIZES:
+            options = ["--customers", str(customers), "--line-items", str(MEMORY_LINE_ITEMS)]
+            with (
+                tempfile.TemporaryDirectory(prefix="metronome-bench-") as tmp,
+                SimulatorProcess(options) as sim,
+            ):
+                progress(f"memory on S3: {customers:,} customers")
+                env = airflow_env(Path(tmp), sim.url, sim.token) | {
+                    "AIRFLOW_CONN_AWS_DEFAULT": s3.connection_json
+                }
+                args = ["--out", tmp, "--uri-prefix", f"s3://aws_default@{s3.bucket}/bench-{customers}"]
+                results[customers] = run_child("tests.benchmarks.memory_child", args, env)
+    small, large = MEMORY_SIZES[0], MEMORY_SIZES[-1]
+    lines = [
+        "### 3b. Peak RSS writing to S3 (moto server on this machine), raw format",
+        "",
+        "| customers | records | object (MB) | wall (s) | peak RSS (MB) |",
+        "|---:|---:|---:|---:|---:|",
+        *(
+            f"| {customers:,} | {result['records']:,} | {result['bytes'] / 2**20:,.1f} | "
+            f"{result['seconds']:.1f} | {result['peak_rss_kb'] / 1024:.1f} |"
+            for customers, result in results.items()
+        ),
+        "",
+        "The same runs as section 3, the object uploaded straight to its S3 key (8 MiB parts) instead of "
+        "a local file.",
+    ]
+    growth = (results[large]["peak_rss_kb"] - results[small]["peak_rss_kb"]) / 1024
+    target = Target(
+        f"Peak RSS on S3 for {large:,} customers within {TARGET_RSS_GROWTH_MB:.0f} MB of {small:,}",
+        f"{growth:+.1f} MB",
+        growth <= TARGET_RSS_GROWTH_MB,
+    )
+    return lines, [target]
+
+
 def peak(results: list[dict[str, Any]], record_format: str, customers: int) -> int:
     return next(
         int(result["peak_rss_kb"])
@@ -493,6 +535,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     part("fetch", fetch)
     part("cpu", cpu)
     part("memory", lambda: memory_section(run_memory()))
+    part("memorys3", run_memory_s3)
     part("imports", imports)
     part("budget", budget)
     part("ratelimit", ratelimit)

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_metronome.operators.costs import MAX_WINDOW_DAYS, MetronomeCostsOperator
+from airflow_provider_metronome.operators.costs import MetronomeCostsOperator
 from airflow_provider_metronome.testing import MetronomeSimulator
+from airflow_provider_metronome.utils.window import MAX_WINDOW_DAYS
 from tests.support.simulator import billable
 
 NOW = dt.datetime(2024, 2, 1, tzinfo=dt.timezone.utc)
