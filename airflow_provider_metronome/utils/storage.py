@@ -50,9 +50,9 @@ LOCAL_PROTOCOLS = frozenset({"file", "local"})
 S3_PROTOCOLS = frozenset({"s3", "s3a", "s3n"})
 # Stores where an upload becomes visible only once complete: written in place, aborted on failure.
 DIRECT_UPLOAD_PROTOCOLS = S3_PROTOCOLS | {"gs", "gcs", "az", "abfs", "abfss"}
-# Bytes a direct upload buffers before sending a part (S3 parts are at least 5 MiB, GCS chunks a
-# multiple of 256 KiB): the memory an upload holds, and the size below which it is one PUT.
-UPLOAD_BLOCK_SIZE = 8 * 2**20
+# Bytes a direct upload buffers before sending a part: S3's smallest part (GCS chunks are a multiple
+# of 256 KiB), since the memory an upload holds is a few times this; below it an object is one PUT.
+UPLOAD_BLOCK_SIZE = 5 * 2**20
 # Temporaries of a target younger than this may belong to a run still writing; older ones were left
 # by killed runs and the next successful run of the target removes them.
 STALE_TEMPORARY_AGE = dt.timedelta(hours=1)

@@ -262,7 +262,9 @@ def _section(results: dict[str, dict[str, Any]]) -> tuple[list[str], list[tuple[
     )
     growth_mb = (split_rss - one_day_rss) / 1024
     lines += [
-        f"A waiting check: {per_check:.1f} requests ({LISTING_REQUESTS} of them listing the customers). "
+        f"A waiting check: {per_check:.1f} requests on average over {WAITING_CHECKS} checks: the first "
+        f"lists the customers ({LISTING_REQUESTS} pages) and asks one; each later check asks that "
+        "customer again, and nothing else. "
         f"Peak RSS growth during the fetch: one day {one_day_rss / 1024:.1f} MB, 90-day split run of "
         f"breakdowns {split_rss / 1024:.1f} MB.",
         "",

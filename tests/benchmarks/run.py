@@ -409,7 +409,7 @@ def run_memory_s3() -> tuple[list[str], list[Target]]:
             for customers, result in results.items()
         ),
         "",
-        "The same runs as section 3, the object uploaded straight to its S3 key (8 MiB parts) instead of "
+        "The same runs as section 3, the object uploaded straight to its S3 key (5 MiB parts) instead of "
         "a local file.",
     ]
     growth = (results[large]["peak_rss_kb"] - results[small]["peak_rss_kb"]) / 1024
