@@ -240,17 +240,17 @@ def store_as_the_dag_processor_does(bag: Any) -> None:
 
 
 @contextmanager
-def clock_moves_to(simulator: Any, moment: dt.datetime, *, after_listings: int) -> Iterator[None]:
-    """Move the simulator's clock to ``moment`` once it has been asked for the customers ``after_listings`` times."""
+def clock_moves_to(simulator: Any, moment: dt.datetime, *, after_checks: int) -> Iterator[None]:
+    """Move the simulator's clock to ``moment`` once ``after_checks`` breakdown requests have arrived."""
     stop = threading.Event()
 
-    def listings() -> int:
-        return sum(1 for record in simulator.requests if record.path == "/v1/customers")
+    def checks() -> int:
+        return sum(1 for record in simulator.requests if record.path.endswith("/invoices/breakdowns"))
 
     def advance() -> None:
         deadline = time.monotonic() + SENSOR_TIMEOUT
         while not stop.wait(0.01) and time.monotonic() < deadline:
-            if listings() >= after_listings:
+            if checks() >= after_checks:
                 simulator.now = moment
                 return
 
@@ -299,22 +299,26 @@ def check_daily_dag_run(dags_folder: Path, lake: Path) -> str:
             {"conn_type": "metronome", "host": simulator.url, "password": DEFAULT_TOKEN, "extra": {}}
         )
         os.environ[BASE_URI_ENV] = f"file://{lake}"
-        # The sensor's own first check lists the customers and finds the day missing, so it defers; the
-        # day becomes available once the trigger asks again.
-        with clock_moves_to(simulator, AFTER_AVAILABLE, after_listings=2):
+        # The sensor's own first check finds the day missing, so it defers; the day becomes available
+        # once the trigger has asked again.
+        with clock_moves_to(simulator, AFTER_AVAILABLE, after_checks=2):
             if airflow_version() >= (3, 0):
                 dag_run = dag.test(logical_date=LOGICAL_DATE)
             else:
                 dag_run = dag.test(execution_date=LOGICAL_DATE)
-        listings = sum(1 for record in simulator.requests if record.path == "/v1/customers")
+        checks_before_fetch = len(
+            [record for record in simulator.requests if record.path.endswith("/invoices/breakdowns")]
+        ) - len(simulator.active_customer_ids)
         customers = set(simulator.active_customer_ids)
 
     state = str(getattr(dag_run.state, "value", dag_run.state))
     assert state == "success", f"the DAG run ended {state!r}"
     states = task_states(DAILY_DAG_ID, dag_run.run_id)
     assert states == {"wait_for_costs": "success", "fetch_costs": "success"}, states
-    # The sensor's check, at least one check of the deferred trigger, and the operator's.
-    assert listings >= 3, f"the customers were listed {listings} times: the sensor did not defer"
+    # The sensor's check and at least one check of the deferred trigger, before the operator's fetch.
+    assert checks_before_fetch >= 2, (
+        f"{checks_before_fetch} checks before the fetch: the sensor did not defer"
+    )
     path = lake / "costs" / f"date={DATA_DAY}" / "costs.jsonl.gz"
     assert path.is_file(), f"{path} was not written"
     written = sorted(str(p.relative_to(lake)) for p in lake.rglob("*") if p.is_file())
