@@ -25,7 +25,6 @@ from airflow_provider_metronome.exceptions import (
     error_for_status,
 )
 from airflow_provider_metronome.hooks.rate import (
-    DEFAULT_GIVE_UP_AFTER,
     RateController,
     RateSnapshot,
     account_controller,
@@ -55,19 +54,24 @@ BREAKDOWN_WINDOWS_PER_PAGE = {"day": 35, "hour": 24}
 ModelT = TypeVar("ModelT", bound=MetronomeModel)
 
 
+def _default(extra: str) -> float:
+    return float(CONNECTION_EXTRAS[extra]["schema"]["default"])
+
+
 @dataclass(frozen=True)
 class MetronomeSettings:
     """What the hook reads from the Airflow connection (the token is kept out of ``repr``)."""
 
     base_url: str
     token: str = field(repr=False)
-    timeout: float = 60.0
-    connect_timeout: float = 5.0
-    max_retries: int = 2
-    max_retry_wait: float = 60.0
-    pool_size: int = 32
+    # The defaults are the connection form's (CONNECTION_EXTRAS), their one home.
+    timeout: float = _default("timeout")
+    connect_timeout: float = _default("connect_timeout")
+    max_retries: int = int(_default("max_retries"))
+    max_retry_wait: float = _default("max_retry_wait")
+    pool_size: int = int(_default("pool_size"))
     requests_per_second: float | None = None
-    rate_limit_timeout: float = DEFAULT_GIVE_UP_AFTER
+    rate_limit_timeout: float = _default("rate_limit_timeout")
 
     def __post_init__(self) -> None:
         # Integer extras arrive as floats from JSON or the form; the pool and the retry loop want ints.
@@ -119,7 +123,8 @@ class MetronomeHook(BaseHook):
 
     The connection's host is the API base URL (default ``https://api.metronome.com``, with or
     without scheme or a trailing ``/v1``) and its password is the API token. Optional extras:
-    ``timeout`` (read timeout in seconds, default 60), ``connect_timeout`` (default 5),
+    ``timeout`` (the most one request may take, connecting and reading the whole answer; default
+    60), ``connect_timeout`` (default 5),
     ``max_retries`` (retries of failures, not of 429s; default 2), ``max_retry_wait`` (longest
     ``Retry-After`` honoured, default 60), ``pool_size`` (keep-alive connections for concurrent
     calls, default 32), ``requests_per_second`` (the account's known rate budget, shared by every

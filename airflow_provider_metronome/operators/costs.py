@@ -17,7 +17,12 @@ from airflow_provider_metronome._compat import (
     XCom,
 )
 from airflow_provider_metronome.hooks.metronome import MetronomeHook
-from airflow_provider_metronome.utils.fetch import CustomerResult, FetchProgress, fetch_customers
+from airflow_provider_metronome.utils.fetch import (
+    CustomerResult,
+    FetchProgress,
+    fetch_customers,
+    name_customers,
+)
 from airflow_provider_metronome.utils.sinks import DaySplitSink, ObjectSink, RecordSink, XComSink
 from airflow_provider_metronome.utils.storage import (
     AtomicJsonLinesWriter,
@@ -212,11 +217,9 @@ class MetronomeCostsOperator(BaseOperator):
             check_output_uri(self.output_uri)
         self._check_split()
         check_literal_customer_ids(self.customer_ids)
-        DayWindow.check_literal(self.starting_on, self.ending_before)
-        if self.starting_on is not None and not (
-            is_templated(self.starting_on) or is_templated(self.ending_before)
-        ):
-            check_window_length(DayWindow.of(self.starting_on, self.ending_before))  # type: ignore[arg-type]
+        window = DayWindow.check_literal(self.starting_on, self.ending_before)
+        if window is not None:
+            check_window_length(window)
 
     def _check_split(self) -> None:
         """``split_by_day`` needs a bool, and an ``output_uri`` with ``{date}`` (checked now when literal)."""
@@ -354,7 +357,6 @@ class MetronomeCostsOperator(BaseOperator):
             self._check_mapped_uri(context, template)
         if not self.split_by_day:
             return {window.first_day: self._writer(template, window, map_index, customer_ids)}
-        check_split_uri(template)
         writers = {
             day: self._writer(template, DayWindow.of(day, day + ONE_DAY), map_index, customer_ids)
             for day in window.iter_days()
@@ -461,7 +463,7 @@ def _missing_days_message(result: CustomerResult[Any], window: DayWindow, source
 
 def _describe_missing(missing: dict[dt.date, list[str]]) -> str:
     return "; ".join(
-        f"{day}: {len(ids)} customer(s) without it ({', '.join(ids[:3])}{', ...' if len(ids) > 3 else ''})"
+        f"{day}: {len(ids)} customer(s) without it ({name_customers(ids)})"
         for day, ids in sorted(missing.items())
     )
 

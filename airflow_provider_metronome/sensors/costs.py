@@ -44,8 +44,9 @@ class MetronomeCostsSensor(BaseSensorOperator):
     Each check writes one log line saying what is still missing.
 
     A check stops at the first customer still missing a day, and asks first the customer that was
-    missing at the previous check: while Metronome has not produced the day, a check costs one
-    request (plus one request per 100 customers to list them, when ``customer_ids`` is None). Once
+    missing at the previous check, before listing the customers: while Metronome has not produced
+    the day, a check costs one request (the first check of a run also lists the customers, one
+    request per 100, when ``customer_ids`` is None). Once
     that customer has the day, the others are asked (``max_workers`` at a time) until one lacks it:
     with every customer, a check that finds the window available costs one request per customer
     and 100 days. In front of a ``MetronomeCostsOperator`` (which verifies every customer's days

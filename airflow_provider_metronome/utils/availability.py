@@ -30,14 +30,9 @@ from typing import Any, Protocol
 
 from airflow_provider_metronome.exceptions import MetronomeAPIError
 from airflow_provider_metronome.hooks.metronome import MetronomeHook
-from airflow_provider_metronome.utils.fetch import DayObjects, fetch_customers
+from airflow_provider_metronome.utils.fetch import DayObjects, fetch_customers, name_customers
 from airflow_provider_metronome.utils.validation import DEFAULT_MAX_WORKERS, Source
-from airflow_provider_metronome.utils.window import DayWindow, describe_days
-
-# How many customer ids a log line names; more would drown the line.
-MAX_NAMED_CUSTOMERS = 3
-# How many runs of missing days a log line describes before summarising the rest.
-MAX_DESCRIBED_RUNS = 3
+from airflow_provider_metronome.utils.window import MAX_DESCRIBED_RUNS, DayWindow, describe_days
 
 
 class CheckLog(Protocol):
@@ -111,7 +106,9 @@ class Availability:
         line += f" ({self.source})."
         if self.skipped:
             reason = next(iter(self.skipped.values()))
-            line += f" Skipped {_customers(len(self.skipped))} ({_name(tuple(self.skipped))}): {reason}"
+            line += (
+                f" Skipped {_customers(len(self.skipped))} ({name_customers(tuple(self.skipped))}): {reason}"
+            )
         return line
 
     def _describe_missing(self) -> str:
@@ -134,16 +131,11 @@ def _customers(count: int) -> str:
     return f"{count} customer" if count == 1 else f"{count} customers"
 
 
-def _name(customer_ids: tuple[str, ...]) -> str:
-    more = ", ..." if len(customer_ids) > MAX_NAMED_CUSTOMERS else ""
-    return ", ".join(customer_ids[:MAX_NAMED_CUSTOMERS]) + more
-
-
 def _describe_run(lacking: tuple[str, ...], days: list[dt.date], total: int) -> str:
     span = str(days[0]) if len(days) == 1 else f"{days[0]}..{days[-1]}"
     line = f"{len(lacking)} of {_customers(total)} still without {span}"
     if len(lacking) < total:
-        line += f" ({_name(lacking)})"
+        line += f" ({name_customers(lacking)})"
     return line
 
 

@@ -68,6 +68,16 @@ class CustomerResult(Generic[ResultT]):
     skipped: MetronomeClientError | None = None
 
 
+# How many customer ids a log line or message names; more would drown it.
+MAX_NAMED_CUSTOMERS = 3
+
+
+def name_customers(customer_ids: Sequence[str]) -> str:
+    """The first few ids, then ``...`` when there are more."""
+    more = ", ..." if len(customer_ids) > MAX_NAMED_CUSTOMERS else ""
+    return ", ".join(customer_ids[:MAX_NAMED_CUSTOMERS]) + more
+
+
 class FetchProgress:
     """Writes customers done / total, records, the request rate and 429s, at most every ``interval`` s."""
 
@@ -299,4 +309,5 @@ __all__ = [
     "check_day_windows",
     "fetch_customers",
     "is_skippable_customer_error",
+    "name_customers",
 ]

@@ -430,6 +430,11 @@ def _modified(fs: Any, key: str, info: Mapping[str, Any]) -> dt.datetime | None:
             moment = fs.modified(key)
         except (NotImplementedError, OSError, KeyError):
             return None
+    return _as_utc(moment)
+
+
+def _as_utc(moment: Any) -> dt.datetime | None:
+    """A store's timestamp (epoch seconds, ISO text or a datetime) as an aware UTC datetime, or None."""
     if isinstance(moment, (int, float)):
         return dt.datetime.fromtimestamp(moment, dt.timezone.utc)
     if isinstance(moment, str):
@@ -475,22 +480,12 @@ def _abort_stale_uploads(path: ObjectStoragePath, cutoff: dt.datetime) -> int:
     stale = [
         upload["UploadId"]
         for upload in answer.get("Uploads", [])
-        if upload.get("Key") == key and _as_utc(upload.get("Initiated")) < cutoff
+        # An upload of unknown age counts as young: it may be a run still writing.
+        if upload.get("Key") == key and (_as_utc(upload.get("Initiated")) or _utcnow()) < cutoff
     ]
     for upload_id in stale:
         fs.abort_mpu(bucket, key, upload_id)
     return len(stale)
-
-
-def _as_utc(moment: Any) -> dt.datetime:
-    """``moment`` as an aware UTC datetime; an unknown one counts as now (never stale)."""
-    if not isinstance(moment, dt.datetime):
-        return _utcnow()
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.timezone.utc)
-
-
-# Built once: json.dumps with non-default options builds a new encoder on every call, which costs
-# more than encoding a small record.
 
 
 DayLines = list[tuple[dt.date, list[bytes]]]

@@ -145,12 +145,19 @@ class DayWindow:
         return cls.of(bounds["starting_on"], bounds["ending_before"])
 
     @classmethod
-    def check_literal(cls, starting_on: TimestampLike | None, ending_before: TimestampLike | None) -> None:
-        """Check explicit bounds known when the DAG is parsed; templated ones wait for the run."""
+    def check_literal(
+        cls, starting_on: TimestampLike | None, ending_before: TimestampLike | None
+    ) -> DayWindow | None:
+        """Check explicit bounds known when the DAG is parsed; the window, or None until the run knows it."""
         _check_pair(starting_on, ending_before)
-        if starting_on is None or is_templated(starting_on) or is_templated(ending_before):
-            return
-        cls.of(starting_on, ending_before, origin="starting_on/ending_before")  # type: ignore[arg-type]
+        if (
+            starting_on is None
+            or ending_before is None
+            or is_templated(starting_on)
+            or is_templated(ending_before)
+        ):
+            return None
+        return cls.of(starting_on, ending_before, origin="starting_on/ending_before")
 
 
 def _check_pair(starting_on: TimestampLike | None, ending_before: TimestampLike | None) -> None:

@@ -46,16 +46,8 @@ from airflow_provider_metronome.utils.validation import check_customer_ids
 from airflow_provider_metronome.utils.window import DayWindow, WindowError
 from tests.support.simulator import billable
 
-NOW = dt.datetime(2024, 2, 1, tzinfo=dt.timezone.utc)
 DAY = dt.date(2024, 1, 5)
 UNKNOWN_CUSTOMER = "00000000-0000-4000-8000-0000000000ff"
-
-
-@pytest.fixture
-def sim(simulator: MetronomeSimulator, metronome_conn: str) -> MetronomeSimulator:
-    """The simulator behind ``metronome_default``, its clock late enough for all of January."""
-    simulator.now = NOW
-    return simulator
 
 
 @pytest.fixture

@@ -23,17 +23,9 @@ from airflow_provider_metronome.operators.costs import MetronomeCostsOperator
 from airflow_provider_metronome.testing import Fault, MetronomeSimulator
 from tests.support.simulator import billable
 
-NOW = dt.datetime(2024, 2, 1, tzinfo=dt.timezone.utc)
 DAY = dt.date(2024, 1, 5)
 SOURCES = ["costs", "invoice_breakdowns"]
 PREVIOUS = b'{"customer_id":"previous run"}\n'
-
-
-@pytest.fixture
-def sim(simulator: MetronomeSimulator, metronome_conn: str) -> MetronomeSimulator:
-    """The simulator behind ``metronome_default``, its clock late enough for all of January."""
-    simulator.now = NOW
-    return simulator
 
 
 def operator(**kwargs: Any) -> MetronomeCostsOperator:

@@ -33,7 +33,6 @@ from airflow_provider_metronome.testing import Fault, MetronomeSimulator
 from airflow_provider_metronome.utils import storage
 from tests.support.simulator import billable
 
-NOW = dt.datetime(2024, 2, 1, tzinfo=dt.timezone.utc)
 TASK_PROCESS = Path(__file__).with_name("task_process.py")
 REPO = Path(__file__).resolve().parents[2]
 PREVIOUS = b'{"customer_id":"previous run"}\n'
@@ -43,12 +42,6 @@ START_DEADLINE = 120.0
 STOP_DEADLINE = 60.0
 # Each request waits this long, so the task is still fetching when the signal arrives.
 REQUEST_DELAY = 0.3
-
-
-@pytest.fixture
-def sim(simulator: MetronomeSimulator, metronome_conn: str) -> MetronomeSimulator:
-    simulator.now = NOW
-    return simulator
 
 
 @contextlib.contextmanager

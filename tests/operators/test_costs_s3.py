@@ -33,7 +33,6 @@ from tests.operators.test_costs_kill import REQUEST_DELAY, later, stopped, task_
 from tests.support.s3 import MotoS3, free_port, moto_s3_server
 from tests.support.simulator import billable
 
-NOW = dt.datetime(2024, 2, 1, tzinfo=dt.timezone.utc)
 DAY = dt.date(2024, 1, 5)
 BUCKET = "metronome-costs-tests"
 AWS_CONN_ID = "aws_default"
@@ -75,13 +74,6 @@ def s3(moto_server: MotoS3, monkeypatch: pytest.MonkeyPatch) -> Iterator[MotoS3]
     _forget_cached_s3_stores()
     yield moto_server
     _forget_cached_s3_stores()
-
-
-@pytest.fixture
-def sim(simulator: MetronomeSimulator, metronome_conn: str) -> MetronomeSimulator:
-    """The simulator behind ``metronome_default``, its clock late enough for all of January."""
-    simulator.now = NOW
-    return simulator
 
 
 # -- helpers ------------------------------------------------------------------------------------------

@@ -14,17 +14,10 @@ from airflow_provider_metronome.testing import MetronomeSimulator
 from airflow_provider_metronome.utils.window import MAX_WINDOW_DAYS
 from tests.support.simulator import billable
 
-NOW = dt.datetime(2024, 2, 1, tzinfo=dt.timezone.utc)
 FIRST = dt.date(2024, 1, 4)
 DAYS = [FIRST + dt.timedelta(days=offset) for offset in range(3)]
 ONE_DAY = dt.timedelta(days=1)
 UNKNOWN_CUSTOMER = "00000000-0000-4000-8000-0000000000ff"
-
-
-@pytest.fixture
-def sim(simulator: MetronomeSimulator, metronome_conn: str) -> MetronomeSimulator:
-    simulator.now = NOW
-    return simulator
 
 
 def split_operator(folder: Path, **kwargs: Any) -> MetronomeCostsOperator:
