@@ -68,7 +68,17 @@ TARGET_SPEEDUP = 10.0
 TARGET_PAGE_RATIO = 1.5
 TARGET_RSS_GROWTH_MB = 30.0
 TARGET_IMPORT_MS = 100.0
-PARTS = ("fetch", "cpu", "memory", "memorys3", "imports", "budget", "ratelimit", "requestcpu")
+PARTS = (
+    "fetch",
+    "cpu",
+    "memory",
+    "memorys3",
+    "imports",
+    "budget",
+    "budgetlimited",
+    "ratelimit",
+    "requestcpu",
+)
 
 
 def progress(message: str) -> None:
@@ -519,6 +529,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="metronome-bench-") as tmp:
             return imports_section(import_cost.measure(airflow_env(Path(tmp)), Path(tmp)))
 
+    def budget_limited() -> tuple[list[str], list[Target]]:
+        progress("requests per pipeline under a rate limit")
+        lines, found = request_budget.run_rate_limited()
+        return lines, [Target(*target) for target in found]
+
     def budget() -> tuple[list[str], list[Target]]:
         progress("requests per pipeline (history, restatement, daily)")
         lines, found = request_budget.run()
@@ -539,6 +554,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     part("memorys3", run_memory_s3)
     part("imports", imports)
     part("budget", budget)
+    part("budgetlimited", budget_limited)
     part("ratelimit", ratelimit)
     part("requestcpu", requestcpu)
     progress(f"done in {time.monotonic() - started:.0f} s")
