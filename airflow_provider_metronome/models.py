@@ -1,34 +1,193 @@
-"""Pydantic models of the Metronome objects this provider reads.
+"""Pydantic models of the Metronome objects this provider reads, with every number exact.
 
-Models keep fields they do not know (Metronome adds fields over time) and remember which fields
-were sent, so ``model.model_dump(mode="json")`` gives back the JSON the API returned for that item.
-Timestamps stay the strings Metronome sent; use :func:`airflow_provider_metronome.utils.window.to_utc`
-to compare them.
+Metronome keeps money as arbitrary-precision decimals, so no number passes through a float here:
+:func:`parse_json` reads an answer with each JSON number as a :class:`JsonNumber` (a ``Decimal``
+that remembers the digits as sent), and the models accept only numbers where the API documents one
+(a string such as ``"12.50"`` or a boolean is a broken answer, never a cost).
+
+Models keep fields they do not know (Metronome adds fields over time). A costs window or a breakdown
+also keeps the object exactly as it was sent (:attr:`DayObject.sent`): the ``raw`` record format
+writes that, key order and digits included.
 """
 
 from __future__ import annotations
 
-from typing import Any, Generic, TypeVar
+import json
+import math
+from decimal import Decimal
+from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+import msgspec
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    InstanceOf,
+    PrivateAttr,
+    StrictFloat,
+    StrictInt,
+    ValidatorFunctionWrapHandler,
+    model_validator,
+)
 
-# Integers stay integers: a cost of 0 must come back as 0, not 0.0.
-Number = StrictInt | float
+
+class JsonNumber(Decimal):
+    """A JSON number exactly as sent: a ``Decimal`` whose ``str()`` is the text of the answer.
+
+    ``JsonNumber("1e5") == 100000`` and ``str(JsonNumber("1e5")) == "1e5"``; arithmetic gives plain
+    ``Decimal`` values.
+    """
+
+    __slots__ = ("text",)
+    text: str
+
+    def __new__(cls, text: str) -> JsonNumber:
+        number = super().__new__(cls, text)
+        if not number.is_finite():
+            # NaN and Infinity are not JSON: a number that is one is a broken answer, never a cost.
+            raise ValueError(f"{text} is not a JSON number")
+        number.text = text
+        return number
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __repr__(self) -> str:
+        return f"JsonNumber({self.text!r})"
+
+    def __reduce__(self) -> tuple[type[JsonNumber], tuple[str]]:
+        return (JsonNumber, (self.text,))
+
+
+class BrokenJsonError(ValueError):
+    """JSON that can be read but not trusted: a key twice in one object, or NaN / Infinity."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise BrokenJsonError(
+                    f'names the key "{key}" twice in one object, so which value is meant cannot be known'
+                )
+            seen.add(key)
+    return obj
+
+
+def _refuse_constant(name: str) -> Any:
+    raise BrokenJsonError(f"holds a value outside JSON (NaN or Infinity): {name}")
+
+
+def parse_json(data: str | bytes | bytearray) -> Any:
+    """Parse JSON with every number a :class:`JsonNumber`; a key repeated in an object is refused.
+
+    Which of two values under one key is the real one cannot be known (parsers disagree), so a
+    duplicate key makes the answer broken rather than taking either.
+
+    :raises BrokenJsonError: a key twice in one object, or NaN / Infinity.
+    :raises ValueError: not JSON at all.
+    """
+    return json.loads(
+        data,
+        parse_float=JsonNumber,
+        parse_int=JsonNumber,
+        parse_constant=_refuse_constant,
+        object_pairs_hook=_unique_keys,
+    )
+
+
+def _exact(value: Any) -> msgspec.Raw:
+    if isinstance(value, JsonNumber):
+        return msgspec.Raw(value.text.encode())
+    if isinstance(value, Decimal) and value.is_finite():
+        return msgspec.Raw(str(value).encode())
+    raise TypeError(f"{type(value).__name__} {value!r} cannot be written as JSON")
+
+
+_ENCODER = msgspec.json.Encoder(enc_hook=_exact)
+
+
+def dump_json(value: Any) -> bytes:
+    """Compact UTF-8 JSON of ``value``, each :class:`JsonNumber` written with the digits it was sent with.
+
+    Keys keep their order; a float that is NaN or infinite is refused, never written.
+    """
+    line = _ENCODER.encode(value)
+    if b"null" in line:
+        _refuse_non_finite(value)
+    return line
+
+
+def _refuse_non_finite(value: Any) -> None:
+    # msgspec writes a non-finite float as null: find one, if that null came from it.
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"a record holds {value}, which is not JSON; it cannot be written")
+    if isinstance(value, dict):
+        value = value.values()
+    if isinstance(value, (list, tuple, type({}.values()))):
+        for item in value:
+            _refuse_non_finite(item)
+
+
+def _as_json_number(value: int | float) -> JsonNumber:
+    # Python numbers (a model built in code, not parsed from an answer): an int's digits, or a
+    # float's shortest repr, which is what the JSON it came from said.
+    return JsonNumber(repr(value))
+
+
+Number = Annotated[
+    InstanceOf[JsonNumber] | Annotated[StrictInt | StrictFloat, AfterValidator(_as_json_number)],
+    Field(union_mode="left_to_right"),
+]
+"""A JSON number where the API documents one; always a :class:`JsonNumber` once validated."""
 
 
 class MetronomeModel(BaseModel):
     """Base of every API object: unknown fields kept, absent fields left out when dumped."""
 
-    # NaN and Infinity are not JSON: a number that is one is a broken answer, never a cost.
     model_config = ConfigDict(extra="allow", populate_by_name=True, allow_inf_nan=False)
 
     def model_dump(self, **kwargs: Any) -> dict[str, Any]:
+        """As pydantic's, without unset fields; ``mode="json"`` gives plain JSON types (numbers as
+        ``int``/``float``, so long decimals lose digits: ``mode="python"`` keeps them exact)."""
         kwargs.setdefault("exclude_unset", True)
+        if kwargs.get("mode") == "json":
+            kwargs["mode"] = "python"
+            dumped: dict[str, Any] = json.loads(dump_json(super().model_dump(**kwargs)))
+            return dumped
         return super().model_dump(**kwargs)
 
     def model_dump_json(self, **kwargs: Any) -> str:
+        """The model as JSON with every number's digits as sent (see :func:`dump_json`)."""
         kwargs.setdefault("exclude_unset", True)
-        return super().model_dump_json(**kwargs)
+        return dump_json(self.model_dump(mode="python", **kwargs)).decode()
+
+    @classmethod
+    def model_validate_json(cls, json_data: str | bytes | bytearray, **kwargs: Any) -> Any:
+        """Validate JSON text read by :func:`parse_json`, so that numbers stay exact."""
+        return cls.model_validate(parse_json(json_data), **kwargs)
+
+
+class DayObject(MetronomeModel):
+    """An object of a per-customer daily source, which remembers exactly what was sent."""
+
+    _sent: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _keep_sent(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        model = handler(data)
+        if isinstance(data, dict):
+            model._sent = data
+        return model
+
+    @property
+    def sent(self) -> dict[str, Any]:
+        """The object as the API sent it (its keys in their order, numbers as :class:`JsonNumber`)."""
+        return self._sent or self.model_dump(mode="python")
 
 
 class CurrentBillableStatus(MetronomeModel):
@@ -68,7 +227,7 @@ class CreditTypeCost(MetronomeModel):
     line_item_breakdown: list[LineItemCost] | None = None
 
 
-class CostWindow(MetronomeModel):
+class CostWindow(DayObject):
     """One day of a customer's pending costs (``GET /v1/customers/{id}/costs``)."""
 
     start_timestamp: str
@@ -103,7 +262,7 @@ class InvoiceLineItem(MetronomeModel):
     presentation_group_values: dict[str, str | None] | None = None
 
 
-class InvoiceBreakdown(MetronomeModel):
+class InvoiceBreakdown(DayObject):
     """An invoice for one breakdown window (``GET /v1/customers/{id}/invoices/breakdowns``)."""
 
     id: str

@@ -24,6 +24,7 @@ os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(_AIRFLOW_HOME / "dags")
 os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}"
 
 from airflow_provider_metronome.testing import MetronomeSimulator  # noqa: E402
+from airflow_provider_metronome.utils import fetch  # noqa: E402
 from tests.support.runs import connection_json  # noqa: E402
 
 
@@ -53,3 +54,12 @@ def metronome_conn(simulator: MetronomeSimulator, monkeypatch: pytest.MonkeyPatc
     """Point the ``metronome_default`` connection at the simulator; returns the conn id."""
     monkeypatch.setenv("AIRFLOW_CONN_METRONOME_DEFAULT", connection_json(simulator.url))
     return "metronome_default"
+
+
+@pytest.fixture(autouse=True)
+def quick_engine_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fetch engine's pause before it tries a failed customer again, shortened in every test.
+
+    A wait, not the behaviour tested: how many times a customer is tried stays as it is.
+    """
+    monkeypatch.setattr(fetch, "RETRY_PAUSE", 0.01)

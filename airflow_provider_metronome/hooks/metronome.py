@@ -6,7 +6,7 @@ import itertools
 import math
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal, TypeVar
@@ -31,7 +31,16 @@ from airflow_provider_metronome.hooks.rate import (
 )
 from airflow_provider_metronome.hooks.retry import RetryPolicy, Verdict
 from airflow_provider_metronome.hooks.transport import AttemptFailed, QueryValue, new_session, send
-from airflow_provider_metronome.models import CostWindow, Customer, InvoiceBreakdown, MetronomeModel, Page
+from airflow_provider_metronome.models import (
+    BrokenJsonError,
+    CostWindow,
+    Customer,
+    InvoiceBreakdown,
+    MetronomeModel,
+    Page,
+    parse_json,
+)
+from airflow_provider_metronome.utils.customers import WindowCustomers
 from airflow_provider_metronome.utils.validation import (
     MAX_PAGE_SIZE,
     SOURCES,
@@ -41,14 +50,16 @@ from airflow_provider_metronome.utils.validation import (
     check_positive_number,
     check_source,
 )
-from airflow_provider_metronome.utils.window import TimestampLike, check_range, format_timestamp
+from airflow_provider_metronome.utils.window import DayWindow, TimestampLike, check_range, format_timestamp
 
 DEFAULT_BASE_URL = "https://api.metronome.com"
 # A cursor chain of empty pages this long is a server bug, not data: stop instead of looping.
 MAX_CONSECUTIVE_EMPTY_PAGES = 50
 # No real answer reaches these page counts; a cursor that goes on past them never ends.
 MAX_LIST_PAGES = 100_000  # ten million customers
-MAX_INVOICES_PER_WINDOW = 100  # one per contract and credit type
+MAX_INVOICES_PER_WINDOW = 100
+# How often a long listing says how far it got, in seconds.
+LISTING_REPORT_INTERVAL = 30.0  # one per contract and credit type
 BREAKDOWN_WINDOWS_PER_PAGE = {"day": 35, "hour": 24}
 
 ModelT = TypeVar("ModelT", bound=MetronomeModel)
@@ -263,6 +274,19 @@ class MetronomeHook(BaseHook):
         account still succeeds now and then (``rate_limit_timeout``); failures (5xx, 408, 409, no
         answer) are retried ``max_retries`` times. Any other error answer raises at once.
         """
+        return self._send(path, params, read_json=False)[0]
+
+    def get_json(self, path: str, params: Mapping[str, QueryValue] | None = None) -> Any:
+        """:meth:`get`, then the body read by :func:`~airflow_provider_metronome.models.parse_json`.
+
+        A 200 whose body is not JSON (a proxy's HTML page, an empty or cut-off body) is a failed
+        attempt, retried like a 5xx; JSON that names a key twice is a broken answer, raised at once.
+        """
+        return self._send(path, params, read_json=True)[1]
+
+    def _send(
+        self, path: str, params: Mapping[str, QueryValue] | None, *, read_json: bool
+    ) -> tuple[requests.Response, Any]:
         settings = self.settings
         url = settings.base_url + path
         session = self.get_conn()
@@ -299,12 +323,24 @@ class MetronomeHook(BaseHook):
             if response.is_redirect:
                 raise self._redirect_error(response, path)
             if response.status_code >= 400:
-                message = self._scrub(_error_message(response))
+                message = _error_message(response, self._mask)
                 raise error_for_status(
                     response.status_code, message, method="GET", path=path, retried=failures > 0
                 )
             self.rate_controller.on_success()
-            return response
+            if not read_json:
+                return response, None
+            try:
+                return response, parse_json(response.content)
+            except BrokenJsonError as err:
+                raise MetronomeResponseError(
+                    f"the answer {err}",
+                    status_code=response.status_code,
+                    method="GET",
+                    path=path,
+                ) from None
+            except ValueError:
+                failures = self._count_failure(path, failures, response, _not_json(response, self._mask))
 
     def _redirect_error(self, response: requests.Response, path: str) -> MetronomeAPIError:
         """Metronome's API never redirects: a redirect means the host points somewhere else."""
@@ -361,10 +397,17 @@ class MetronomeHook(BaseHook):
         """Wait before retrying a failed attempt, or raise once the retries are spent."""
         policy = self.retry_policy
         if failures >= policy.max_retries:
+            if response is not None and response.status_code < 300:
+                raise MetronomeTransientError(
+                    self._scrub(f"no usable answer after {failures + 1} attempt(s): {cause}"),
+                    status_code=response.status_code,
+                    method="GET",
+                    path=path,
+                )
             if response is not None:
                 raise error_for_status(
                     response.status_code,
-                    self._scrub(_error_message(response)),
+                    _error_message(response, self._mask),
                     method="GET",
                     path=path,
                     retried=True,
@@ -385,8 +428,12 @@ class MetronomeHook(BaseHook):
         return failures + 1
 
     def _scrub(self, text: str) -> str:
-        """Hide the token should a server or library echo it back, so no exception text carries it."""
+        """Hide the token should a library echo it back, so no exception text carries it."""
         return text.replace(self.settings.token, "***")
+
+    def _mask(self, text: str) -> str:
+        """Hide every piece of the token in text the server sent (see :func:`mask_token`)."""
+        return mask_token(text, self.settings.token)
 
     # -- Pagination ---------------------------------------------------------------------------
 
@@ -406,43 +453,49 @@ class MetronomeHook(BaseHook):
         :class:`MetronomeResponseError` if a cursor repeats, if too many empty pages follow one
         another, or past ``max_pages`` pages (server bugs that would loop forever).
         """
+        for page in self.iter_pages(path, params, model, page_size=page_size, max_pages=max_pages):
+            yield from page
+
+    def iter_pages(
+        self,
+        path: str,
+        params: Mapping[str, QueryValue],
+        model: type[ModelT],
+        *,
+        page_size: int = MAX_PAGE_SIZE,
+        max_pages: int = MAX_LIST_PAGES,
+    ) -> Iterator[list[ModelT]]:
+        """:meth:`paginate` a page at a time: each page's items, checked, as one list."""
         check_page_size(page_size)
         page_type = Page[model]  # type: ignore[valid-type]
         query: dict[str, QueryValue] = {**params, "limit": page_size}
         seen_cursors: set[str] = set()
         pages = items = empty_run = 0
-        started = time.monotonic()
+        started = last_report = time.monotonic()
         while True:
-            response = self.get(path, query)
-            page = _parse(page_type, response, path)
+            page = _validate(page_type, self.get_json(path, query), path)
             pages += 1
             cursor = page.next_page
             # Checked before the page's items are handed out: a page with a broken cursor is suspect.
             if cursor in seen_cursors:
-                raise MetronomeResponseError(
+                raise _broken(
+                    path,
                     f"the next_page cursor repeated after {pages} pages; stopping to avoid an endless loop",
-                    status_code=response.status_code,
-                    method="GET",
-                    path=path,
                 )
             empty_run = empty_run + 1 if cursor and not page.data else 0
             if empty_run >= MAX_CONSECUTIVE_EMPTY_PAGES:
-                raise MetronomeResponseError(
-                    f"{empty_run} empty pages in a row, each with a new cursor; stopping",
-                    status_code=response.status_code,
-                    method="GET",
-                    path=path,
-                )
+                raise _broken(path, f"{empty_run} empty pages in a row, each with a new cursor; stopping")
             if cursor and pages >= max_pages:
-                raise MetronomeResponseError(
+                raise _broken(
+                    path,
                     f"still a next_page cursor after {pages} pages, more than any real answer has; "
                     "the server's cursor never ends, stopping",
-                    status_code=response.status_code,
-                    method="GET",
-                    path=path,
                 )
             items += len(page.data)
-            yield from page.data
+            if time.monotonic() - last_report >= LISTING_REPORT_INTERVAL:
+                last_report = time.monotonic()
+                self.log.info("Still reading %s: %d item(s) in %d page(s) so far", path, items, pages)
+            yield page.data
             if not cursor:
                 break
             seen_cursors.add(cursor)
@@ -484,13 +537,44 @@ class MetronomeHook(BaseHook):
             for batch in batches
         ]
         # Validated above, when called; the requests go out only as the caller iterates.
-        return itertools.chain.from_iterable(
-            self.paginate("/v1/customers", params, Customer, page_size=page_size) for params in queries
-        )
+        return itertools.chain.from_iterable(self._list_customers(params, page_size) for params in queries)
+
+    def _list_customers(self, params: Mapping[str, QueryValue], page_size: int) -> Iterator[Customer]:
+        """One listing: each customer once, and an error at once for a page of nothing but repeats.
+
+        Customers may show on two pages when the listing changes while it is read (one created or
+        archived between pages); such repeats are dropped. A page holding only customers already
+        seen, under a new cursor, is a listing going round in circles.
+        """
+        seen: set[str] = set()
+        for page in self.iter_pages("/v1/customers", params, Customer, page_size=page_size):
+            fresh = [customer for customer in page if customer.id.lower() not in seen]
+            if page and not fresh:
+                raise _broken(
+                    "/v1/customers",
+                    f"a page of the customer listing holds only customers already listed ({len(page)} of "
+                    f"them, after {len(seen)} distinct ones); the listing goes round in circles, stopping",
+                )
+            for customer in fresh:
+                seen.add(customer.id.lower())
+            yield from fresh
 
     def list_active_customer_ids(self) -> list[str]:
         """The ids of every active customer, sorted (the order every task writes customers in)."""
-        return sorted(customer.id for customer in self.iter_customers())
+        return sorted({customer.id.lower() for customer in self.iter_customers()})
+
+    def list_window_customers(
+        self, starting_on: TimestampLike, ending_before: TimestampLike
+    ) -> WindowCustomers:
+        """The customers that can have costs in ``[starting_on, ending_before)``, each once, sorted.
+
+        The active customers, plus the archived ones whose ``archived_at`` is after ``starting_on``;
+        customers created at or after ``ending_before`` are left out. Two listings (active, then
+        archived), paginated.
+        """
+        window = DayWindow.of(starting_on, ending_before)
+        archived = self._list_customers({"only_archived": "true"}, MAX_PAGE_SIZE)
+        return WindowCustomers.of(window, self.iter_customers(), archived)
 
     def iter_costs(
         self,
@@ -620,37 +704,87 @@ def _extra_number(conn_id: str, extras: Mapping[str, Any], name: str) -> float |
     return number
 
 
-def _parse(page_type: type[Page[Any]], response: requests.Response, path: str) -> Page[Any]:
+def _validate(page_type: type[Page[Any]], body: Any, path: str) -> Page[Any]:
     try:
-        return page_type.model_validate_json(response.content)
+        return page_type.model_validate(body)
     except ValidationError as err:
-        problems = err.errors(include_url=False, include_input=False)
-        # A union (an int or a float) reports each branch: the float's complaint says the most.
-        problem = next((p for p in problems if p["type"] == "finite_number"), problems[0])
-        where = ".".join(str(part) for part in problem["loc"]) or "body"
-        what = (
-            "holds a value outside JSON (NaN or Infinity)"
-            if problem["type"] == "finite_number"
-            else "is not the documented JSON"
-        )
-        raise MetronomeResponseError(
-            f"the answer {what} ({where}: {problem['msg']})",
-            status_code=response.status_code,
-            method="GET",
-            path=path,
+        problems = err.errors(include_url=False, include_input=True)
+        raise _broken(
+            path, f"the answer is not the documented JSON ({_describe_problem(problems)})"
         ) from None
 
 
-def _error_message(response: requests.Response) -> str:
-    """Metronome's ``{"message": ...}``, or the start of whatever else the body holds."""
+def _describe_problem(problems: Sequence[Mapping[str, Any]]) -> str:
+    """The first problem, in words: where, and what was there instead."""
+    # A number field is a union (a parsed JSON number, or a Python number): its branches repeat the
+    # same complaint, so the first error of each place is enough.
+    problem = problems[0]
+    loc = [
+        str(part) for part in problem["loc"] if not str(part).startswith(("is-instance", "function-after"))
+    ]
+    where = ".".join(loc) or "body"
+    if problem["type"] in ("is_instance_of", "int_type", "float_type"):
+        value = problem.get("input")
+        sent = (
+            "a boolean" if isinstance(value, bool) else f"a {type(value).__name__.replace('str', 'string')}"
+        )
+        return f"{where}: must be a JSON number, but is {sent} ({value!r})"
+    return f"{where}: {problem['msg']}"
+
+
+def _broken(path: str, what: str) -> MetronomeResponseError:
+    return MetronomeResponseError(what, status_code=200, method="GET", path=path)
+
+
+# The most of an answer's body an error message quotes.
+MAX_QUOTED_BODY = 200
+# A token's substrings this long or longer never appear in a message, whole or cut.
+MASKED_RUN = 6
+
+
+def mask_token(text: str, token: str) -> str:
+    """``text`` with every run of at least :data:`MASKED_RUN` characters of ``token`` replaced by ``***``.
+
+    A server may echo the token whole, cut or in part; masking every long piece of it, before the
+    text is ever cut or formatted, keeps even a prefix out of messages and logs.
+    """
+    if len(token) < MASKED_RUN or not text:
+        return text
+    pieces = {token[i : i + MASKED_RUN] for i in range(len(token) - MASKED_RUN + 1)}
+    masked = [False] * len(text)
+    for start in range(len(text) - MASKED_RUN + 1):
+        if text[start : start + MASKED_RUN] in pieces:
+            masked[start : start + MASKED_RUN] = [True] * MASKED_RUN
+    if not any(masked):
+        return text
+    out: list[str] = []
+    for char, hidden in zip(text, masked, strict=True):
+        if not hidden:
+            out.append(char)
+        elif not out or out[-1] != "***":
+            out.append("***")
+    return "".join(out)
+
+
+def _error_message(response: requests.Response, scrub: Callable[[str], str]) -> str:
+    """Metronome's ``{"message": ...}``, or the start of whatever else the body holds, token masked first."""
     try:
         body = response.json()
     except ValueError:
         body = None
     if isinstance(body, dict) and isinstance(body.get("message"), str):
-        return str(body["message"])
-    text = response.text.strip()
-    return text[:200] if text else (response.reason or "no message")
+        return scrub(str(body["message"]))
+    text = scrub(response.text.strip())
+    return text[:MAX_QUOTED_BODY] if text else (response.reason or "no message")
+
+
+def _not_json(response: requests.Response, scrub: Callable[[str], str]) -> str:
+    """What a 200 whose body is not JSON held, for the retry's log line and the error."""
+    kind = response.headers.get("Content-Type", "no Content-Type").split(";")[0].strip() or "no Content-Type"
+    text = scrub(response.content.decode("utf-8", "replace").strip())
+    if not text:
+        return f"HTTP 200 with an empty body ({kind}) instead of JSON"
+    return f"HTTP 200 with a body that is not JSON ({kind}: {text[:80]!r})"
 
 
 __all__ = ["DEFAULT_BASE_URL", "SOURCES", "MetronomeHook", "MetronomeSettings", "RequestStats", "Source"]

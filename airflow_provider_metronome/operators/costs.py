@@ -17,8 +17,9 @@ from airflow_provider_metronome._compat import (
     XCom,
 )
 from airflow_provider_metronome.hooks.metronome import MetronomeHook
+from airflow_provider_metronome.utils.availability import DayEvidence
+from airflow_provider_metronome.utils.customers import WindowCustomers
 from airflow_provider_metronome.utils.fetch import (
-    CustomerResult,
     FetchProgress,
     fetch_customers,
     name_customers,
@@ -32,6 +33,7 @@ from airflow_provider_metronome.utils.storage import (
     placeholders_in,
     public_uri,
     render_output_uri,
+    storage_conn_id,
 )
 from airflow_provider_metronome.utils.validation import (
     DEFAULT_MAX_WORKERS,
@@ -65,6 +67,8 @@ METRONOME_APP_CUSTOMER_URL = "https://app.metronome.com/customers/{customer_id}"
 CUSTOMER_LINK_XCOM_KEY = "metronome_customer_url"
 # Skipped customers' messages go to XCom: keep each one short.
 MAX_SKIP_MESSAGE = 300
+# The manifest (XCom, asset events) names at most this many customers with nothing billed per day.
+MAX_NAMED_IN_MANIFEST = 100
 
 
 class MetronomeCustomerLink(BaseOperatorLink):
@@ -246,10 +250,12 @@ class MetronomeCostsOperator(BaseOperator):
         writers = self._writers(context, window, customer_ids)
         self._push_customer_link(context, customer_ids)
         hook = MetronomeHook(self.metronome_conn_id, requests_per_second=self.requests_per_second)
+        customers: WindowCustomers | None = None
         try:
             if customer_ids is None:
-                customer_ids = hook.list_active_customer_ids()
-                self.log.info("Found %d active customer(s)", len(customer_ids))
+                customers = hook.list_window_customers(window.start, window.end)
+                customer_ids = customers.ids
+                self.log.info("%s", customers.describe())
             self.log.info(
                 "Fetching %s (%s) of %s for %d customer(s) with %d worker(s) into %s",
                 self.source,
@@ -259,14 +265,21 @@ class MetronomeCostsOperator(BaseOperator):
                 self.max_workers,
                 _describe_target(writers),
             )
-            output = self._run(hook, window, customer_ids, self._sink(window, writers))
+            output = self._run(hook, window, customer_ids, self._sink(window, writers), customers)
         finally:
             hook.close()
         if isinstance(output, dict):
             self._annotate_outlets(context, output)
         return output
 
-    def _run(self, hook: MetronomeHook, window: DayWindow, customer_ids: list[str], sink: RecordSink) -> Any:
+    def _run(
+        self,
+        hook: MetronomeHook,
+        window: DayWindow,
+        customer_ids: list[str],
+        sink: RecordSink,
+        customers: WindowCustomers | None,
+    ) -> Any:
         """The one loop: each customer's records, in customer order, into the sink."""
         if self.max_workers > hook.settings.pool_size:
             self.log.warning(
@@ -287,7 +300,7 @@ class MetronomeCostsOperator(BaseOperator):
             count=_count_records,
         )
         skipped: list[dict[str, Any]] = []
-        missing: dict[dt.date, list[str]] = {}
+        evidence = DayEvidence(window, None if customers is None else customers.lifetimes)
         with sink, closing(results):
             for result in results:
                 self._stop_if_killed()
@@ -296,32 +309,37 @@ class MetronomeCostsOperator(BaseOperator):
                         _skip_entry(result.customer_id, result.skipped.status_code, result.skipped.message)
                     )
                     continue
-                self._check_missing_days(result, window, missing)
+                evidence.add(result.customer_id, result.missing_days, result.present_days)
                 if result.value is not None:
                     sink.add(result.customer_id, result.value)
             # A kill after the last customer must still keep the upload from completing.
             self._stop_if_killed()
-        if missing:
-            self.log.warning(
-                "Wrote incomplete days (on_missing_days='accept'): %s", _describe_missing(missing)
+            not_yet, not_billed = evidence.settle()
+            self._check_missing_days(not_yet, window)
+        if not_billed:
+            self.log.info(
+                "Customers with nothing billed (no records, not missing): %s", _describe_days_of(not_billed)
             )
         summary = {"source": self.source, "record_format": self.record_format, "window": window.as_dict()}
         output = sink.finish(summary)
         if isinstance(output, dict):
-            output["missing_days"] = {str(day): ids for day, ids in sorted(missing.items())}
+            output["missing_days"] = {str(day): ids for day, ids in not_yet.items()}
+            output["not_billed"] = {
+                str(day): {"customers": len(ids), "customer_ids": ids[:MAX_NAMED_IN_MANIFEST]}
+                for day, ids in not_billed.items()
+            }
+            if customers is not None:
+                output["customer_set"] = customers.groups
             output["skipped"] = skipped
         return output
 
-    def _check_missing_days(
-        self, result: CustomerResult[Any], window: DayWindow, missing: dict[dt.date, list[str]]
-    ) -> None:
-        """Fail on the first customer lacking a day (nothing written), or note its days when accepted."""
-        if not result.missing_days:
+    def _check_missing_days(self, not_yet: dict[dt.date, list[str]], window: DayWindow) -> None:
+        """Fail on days Metronome has not produced yet (nothing written), or note them when accepted."""
+        if not not_yet:
             return
         if self.on_missing_days == "fail":
-            raise AirflowException(_missing_days_message(result, window, self.source))
-        for day in result.missing_days:
-            missing.setdefault(day, []).append(result.customer_id)
+            raise AirflowException(_missing_days_message(not_yet, window, self.source))
+        self.log.warning("Wrote incomplete days (on_missing_days='accept'): %s", _describe_days_of(not_yet))
 
     def on_kill(self) -> None:
         """Stop fetching and discard the upload, so that nothing of this run is written.
@@ -331,9 +349,16 @@ class MetronomeCostsOperator(BaseOperator):
         """
         self._killed = True
 
-    def _stop_if_killed(self) -> None:
-        if getattr(self, "_killed", False):
-            raise AirflowException("The task was killed while fetching; nothing was written.")
+    def _stop_if_killed(self, written: Sequence[dt.date] = ()) -> None:
+        """Raise when the task was killed, saying what was already written (the last word in its log)."""
+        if not getattr(self, "_killed", False):
+            return
+        if written:
+            raise AirflowException(
+                f"The task was killed while writing; {describe_days(list(written))} had already been written "
+                "(each day whole), the other days are as they were."
+            )
+        raise AirflowException("The task was killed while fetching; nothing was written.")
 
     def _sink(self, window: DayWindow, writers: dict[dt.date, AtomicJsonLinesWriter] | None) -> RecordSink:
         if writers is None:
@@ -378,7 +403,9 @@ class MetronomeCostsOperator(BaseOperator):
             template, window, map_index=max(map_index or 0, 0), source=self.source, customer_id=single
         )
         path = open_output(url, self.output_conn_id)
-        writer = AtomicJsonLinesWriter(path, uri=public_uri(url))
+        writer = AtomicJsonLinesWriter(
+            path, uri=public_uri(url), conn_id=storage_conn_id(url, self.output_conn_id)
+        )
         writer.check_target()
         return writer
 
@@ -450,21 +477,23 @@ def _expanded_arguments(context: Context, task_id: str) -> set[str] | None:
     return set(arguments) if isinstance(arguments, dict) else None
 
 
-def _missing_days_message(result: CustomerResult[Any], window: DayWindow, source: str) -> str:
+def _missing_days_message(not_yet: dict[dt.date, list[str]], window: DayWindow, source: str) -> str:
+    days = list(not_yet)
+    ids = not_yet[days[0]]
     return (
-        f"Metronome has no {source} yet for customer {result.customer_id} on "
-        f"{describe_days(result.missing_days)} (of {window.describe()}): it has not produced those days, "
-        "so nothing was written (later customers were not checked). Put a MetronomeCostsSensor for the "
-        "same window before this task to wait until every customer has every day, let the task retry "
-        "later, or pass on_missing_days='accept' to write the incomplete days (the manifest's "
-        "missing_days then lists them)."
+        f"Metronome has no {source} yet for customer {name_customers(ids)} on {describe_days(days)} "
+        f"(of {window.describe()}): customers billed until then lack those days and no customer has them, "
+        "so Metronome has not produced them yet, and nothing was written. Put a MetronomeCostsSensor for "
+        "the same window before this task to wait until they are there, let the task retry later, or "
+        "pass on_missing_days='accept' to write the incomplete days (the manifest's missing_days then "
+        "lists them)."
     )
 
 
-def _describe_missing(missing: dict[dt.date, list[str]]) -> str:
+def _describe_days_of(customers_by_day: dict[dt.date, list[str]]) -> str:
     return "; ".join(
-        f"{day}: {len(ids)} customer(s) without it ({name_customers(ids)})"
-        for day, ids in sorted(missing.items())
+        f"{day}: {len(ids)} customer(s) ({name_customers(ids)})"
+        for day, ids in sorted(customers_by_day.items())
     )
 
 

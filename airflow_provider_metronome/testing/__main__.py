@@ -3,23 +3,59 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
-from datetime import datetime, timedelta
+from collections.abc import Callable, Sequence
+from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import NamedTuple, TypeVar
 
+from airflow_provider_metronome.testing.accounts import CustomerSpec
 from airflow_provider_metronome.testing.data import parse_timestamp
 from airflow_provider_metronome.testing.simulator import (
     DEFAULT_TOKEN,
+    Fault,
     MetronomeSimulator,
     RateLimit,
     RetryAfter,
 )
 
 _RETRY_AFTER: dict[str, RetryAfter | None] = {"none": None, "seconds": "seconds", "ms": "ms"}
+_YES_NO = {"yes": True, "no": False}
+_Value = TypeVar("_Value")
+_CUSTOMER_KEYS = ("created_at", "archived_at", "plan", "contract", "billing_start", "billing_end", "name")
+# The faults that can be made without an argument, so that a command line can name them.
+FAULTS: dict[str, Callable[[], Fault]] = {
+    "drop": Fault.drop,
+    "malformed_json": Fault.malformed_json,
+    "redirect": Fault.redirect,
+    "bad_encoding": Fault.bad_encoding,
+    "html_body": Fault.html_body,
+    "empty_body": Fault.empty_body,
+    "empty_page": Fault.empty_page,
+    "repeating_cursor": Fault.repeating_cursor,
+    "endless_cursor": Fault.endless_cursor,
+    "repeat_customers": Fault.repeat_customers,
+    "insert_customer": Fault.insert_customer,
+    "seen_customers_page": Fault.seen_customers_page,
+    "nan_body": Fault.nan_body,
+    "duplicate_window": Fault.duplicate_window,
+    "out_of_range_window": Fault.out_of_range_window,
+    "duplicate_key": Fault.duplicate_key,
+    "odd_text": Fault.odd_text,
+    "foreign_customer": Fault.foreign_customer,
+}
+
+
+class FaultArgument(NamedTuple):
+    """A ``--fault`` option: what to inject, where (None: every path) and how often (None: forever)."""
+
+    fault: Fault
+    path: str | None
+    times: int | None
 
 
 def _timestamp(text: str) -> datetime:
@@ -27,6 +63,77 @@ def _timestamp(text: str) -> datetime:
         return parse_timestamp(text)
     except (ValueError, OverflowError) as error:
         raise argparse.ArgumentTypeError(f"not an RFC 3339 timestamp: {text!r}") from error
+
+
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"not a YYYY-MM-DD date: {text!r}") from error
+
+
+def _yes_no(key: str, text: str) -> bool:
+    if text not in _YES_NO:
+        raise argparse.ArgumentTypeError(f"{key} must be yes or no, got {text!r}")
+    return _YES_NO[text]
+
+
+def _optional(text: str | None, parse: Callable[[str], _Value]) -> _Value | None:
+    return None if text is None else parse(text)
+
+
+def _customer(text: str) -> CustomerSpec:
+    """A ``--customer`` SPEC: comma-separated key=value pairs, ``created_at`` required."""
+    fields: dict[str, str] = {}
+    for part in text.split(","):
+        key, equals, value = part.partition("=")
+        if not equals:
+            raise argparse.ArgumentTypeError(f"expected key=value, got {part!r}")
+        if key not in _CUSTOMER_KEYS:
+            raise argparse.ArgumentTypeError(f"unknown key {key!r}; known keys: {', '.join(_CUSTOMER_KEYS)}")
+        if key in fields:
+            raise argparse.ArgumentTypeError(f"{key} is given twice")
+        fields[key] = value
+    if "created_at" not in fields:
+        raise argparse.ArgumentTypeError("created_at=<RFC 3339 timestamp> is required")
+    try:
+        return CustomerSpec(
+            created_at=_timestamp(fields["created_at"]),
+            archived_at=_optional(fields.get("archived_at"), _timestamp),
+            plan=_yes_no("plan", fields.get("plan", "yes")),
+            contract=_yes_no("contract", fields.get("contract", "yes")),
+            billing_start=_optional(fields.get("billing_start"), _day),
+            billing_end=_optional(fields.get("billing_end"), _day),
+            name=fields.get("name"),
+        )
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+
+
+def _window(text: str) -> tuple[date, date]:
+    """A ``--lifecycle-window`` FIRST_DAY:END_DAY."""
+    first, colon, end = text.partition(":")
+    if not colon:
+        raise argparse.ArgumentTypeError(f"expected FIRST_DAY:END_DAY, got {text!r}")
+    first_day, end_day = _day(first), _day(end)
+    if end_day <= first_day:
+        raise argparse.ArgumentTypeError(f"END_DAY must be after FIRST_DAY, got {text!r}")
+    return first_day, end_day
+
+
+def _fault(text: str) -> FaultArgument:
+    """A ``--fault`` KIND[:PATH_SUBSTRING[:TIMES]]."""
+    parts = text.split(":")
+    if len(parts) > 3:
+        raise argparse.ArgumentTypeError(f"expected KIND[:PATH_SUBSTRING[:TIMES]], got {text!r}")
+    kind, path, times = (*parts, "", "")[:3]
+    if kind not in FAULTS:
+        raise argparse.ArgumentTypeError(f"unknown fault {kind!r}; known faults: {', '.join(FAULTS)}")
+    if times == "forever":
+        return FaultArgument(FAULTS[kind](), path or None, None)
+    if times and not (times.isdigit() and int(times) >= 1):
+        raise argparse.ArgumentTypeError(f"TIMES must be a positive count or 'forever', got {times!r}")
+    return FaultArgument(FAULTS[kind](), path or None, int(times or 1))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -93,6 +200,39 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="serve HTTPS with a throw-away certificate; prints the CA file to trust",
     )
+    parser.add_argument(
+        "--customer",
+        type=_customer,
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help=(
+            "add a customer (repeatable); SPEC is comma-separated key=value: created_at=<RFC 3339> "
+            "(required), archived_at=<RFC 3339>, plan=yes|no, contract=yes|no, billing_start=YYYY-MM-DD, "
+            "billing_end=YYYY-MM-DD, name=TEXT; prints its id on start-up"
+        ),
+    )
+    parser.add_argument(
+        "--lifecycle-window",
+        type=_window,
+        metavar="FIRST_DAY:END_DAY",
+        help=(
+            "add one customer per lifecycle role around the days [FIRST_DAY, END_DAY) (created inside, "
+            "archived inside, no contract, ...); prints each id with its role on start-up"
+        ),
+    )
+    parser.add_argument(
+        "--fault",
+        type=_fault,
+        action="append",
+        default=[],
+        metavar="KIND[:PATH_SUBSTRING[:TIMES]]",
+        help=(
+            "inject a fault (repeatable) into the next TIMES requests (a positive count, default 1, or "
+            "'forever') whose path contains PATH_SUBSTRING (default: any path); KIND is one of "
+            + ", ".join(FAULTS)
+        ),
+    )
     return parser
 
 
@@ -138,12 +278,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         rate_limit=rate_limit,
         tls=args.tls,
     )
+    added = [
+        (simulator.add_customer(**dataclasses.asdict(spec)), f"--customer {number}")
+        for number, spec in enumerate(args.customer, 1)
+    ]
+    if args.lifecycle_window is not None:
+        roles = simulator.add_lifecycle_customers(*args.lifecycle_window)
+        added += [(customer_id, role) for role, customer_id in roles.items()]
+    for injected in args.fault:
+        simulator.inject(injected.fault, injected.path, injected.times)
     with simulator:
         if args.port_file is not None:
             _write_port_file(args.port_file, simulator.port)
         print(f"Metronome simulator listening on {simulator.url} (token: {simulator.token})", flush=True)
         if args.tls:
             print(f"TLS certificate authority: {simulator.certificate_path}", flush=True)
+        for customer_id, role in added:
+            print(f"Customer {customer_id}: {role}", flush=True)
         # A timeout keeps the main thread waking up, so signal handlers run promptly everywhere.
         while not stopping.wait(timeout=0.5):
             pass

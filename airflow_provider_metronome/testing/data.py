@@ -186,6 +186,14 @@ def parse_timestamp(text: str) -> datetime:
     return local.astimezone(timezone.utc)
 
 
+def plain_utc(value: datetime) -> datetime:
+    """A stdlib UTC datetime: subclasses such as pendulum's compare differently with the data's times."""
+    utc = value.astimezone(timezone.utc)
+    return datetime(
+        utc.year, utc.month, utc.day, utc.hour, utc.minute, utc.second, utc.microsecond, tzinfo=timezone.utc
+    )
+
+
 def month_bounds(moment: datetime) -> tuple[datetime, datetime]:
     """The UTC calendar month containing ``moment``: Metronome's usage invoice period."""
     start = datetime(moment.year, moment.month, 1, tzinfo=timezone.utc)
@@ -376,13 +384,19 @@ def _hour_weights(rng: random.Random) -> list[int]:
     return weights
 
 
-def _customer(rng: random.Random, index: int, customer_id: str, archived: bool) -> JsonObject:
-    created_at = FIRST_CUSTOMER_CREATED_AT + timedelta(hours=index)
-    name = f"{rng.choice(_ADJECTIVES)} {rng.choice(_NOUNS)} {rng.choice(_SUFFIXES)}"
-    aliases = [f"cust_{index + 1:05d}"]
-    if index % 3 == 0:
-        aliases.append(f"{name.split()[1].lower()}-{index + 1}.example.com")
-    archived_at = format_timestamp(created_at + ARCHIVED_AFTER) if archived else None
+def customer_name(rng: random.Random) -> str:
+    """A made-up company name such as "Quiet Falcon Labs"."""
+    return f"{rng.choice(_ADJECTIVES)} {rng.choice(_NOUNS)} {rng.choice(_SUFFIXES)}"
+
+
+def customer_object(
+    customer_id: str, name: str, aliases: list[str], created_at: datetime, archived_at: datetime | None
+) -> JsonObject:
+    """A customer as ``GET /v1/customers`` lists it; ``aliases[0]`` is its external id."""
+    created, archived = (
+        format_timestamp(created_at),
+        None if archived_at is None else format_timestamp(archived_at),
+    )
     return {
         "id": customer_id,
         "external_id": aliases[0],
@@ -390,11 +404,22 @@ def _customer(rng: random.Random, index: int, customer_id: str, archived: bool) 
         "ingest_aliases": aliases,
         "custom_fields": {},
         "customer_config": {"salesforce_account_id": None},
-        "created_at": format_timestamp(created_at),
-        "updated_at": archived_at or format_timestamp(created_at),
-        "archived_at": archived_at,
-        "current_billable_status": {"value": "billable", "effective_at": format_timestamp(created_at)},
+        "created_at": created,
+        "updated_at": archived or created,
+        "archived_at": archived,
+        "current_billable_status": {"value": "billable", "effective_at": created},
     }
+
+
+def _customer(rng: random.Random, index: int, customer_id: str, archived: bool) -> JsonObject:
+    created_at = FIRST_CUSTOMER_CREATED_AT + timedelta(hours=index)
+    name = customer_name(rng)
+    aliases = [f"cust_{index + 1:05d}"]
+    if index % 3 == 0:
+        aliases.append(f"{name.split()[1].lower()}-{index + 1}.example.com")
+    return customer_object(
+        customer_id, name, aliases, created_at, created_at + ARCHIVED_AFTER if archived else None
+    )
 
 
 def _grouping(line: UsageLine) -> JsonObject:

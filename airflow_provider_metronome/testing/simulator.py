@@ -2,7 +2,8 @@
 
 It serves ``GET /v1/customers``, ``GET /v1/customers/{id}/costs`` and
 ``GET /v1/customers/{id}/invoices/breakdowns`` over real HTTP/1.1 keep-alive connections, with the
-documented authentication, errors and cursor pagination, a settable clock, injectable faults, an optional
+documented authentication, errors and cursor pagination, customers that are created and archived over
+time (:mod:`~airflow_provider_metronome.testing.accounts`), a settable clock, injectable faults, an optional
 per-token rate limit, optional TLS and a log of every request it received.
 """
 
@@ -24,6 +25,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, replace
@@ -33,9 +35,19 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from socketserver import TCPServer
 from types import TracebackType
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypeVar, get_args
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from airflow_provider_metronome.testing import values as value_faults
+from airflow_provider_metronome.testing.accounts import (
+    Account,
+    Accounts,
+    BilledSource,
+    CustomerSpec,
+    added_account,
+    generated_account,
+    lifecycle_specs,
+)
 from airflow_provider_metronome.testing.data import (
     CREDIT_TYPES,
     CREDIT_TYPES_BY_ID,
@@ -46,7 +58,9 @@ from airflow_provider_metronome.testing.data import (
     WindowSize,
     invoice_status,
     parse_timestamp,
+    plain_utc,
 )
+from airflow_provider_metronome.testing.values import WrongType
 
 DEFAULT_TOKEN = "metronome-simulator-token"
 MAX_LIMIT = 100
@@ -94,12 +108,37 @@ FaultKind = Literal[
     "nan_body",
     "duplicate_window",
     "out_of_range_window",
+    "repeat_customers",
+    "insert_customer",
+    "seen_customers_page",
+    "exact_numbers",
+    "wrong_type",
+    "duplicate_key",
+    "odd_text",
+    "foreign_customer",
+    "html_body",
+    "empty_body",
 ]
 # These alter a successful list page, so they only fire on requests that would produce one.
 _LIST_PAGE_FAULTS: frozenset[FaultKind] = frozenset({"empty_page", "repeating_cursor", "endless_cursor"})
+# These replay or shift customers already listed, so they only fire on customer pages that follow another.
+_CUSTOMER_PAGE_FAULTS: frozenset[FaultKind] = frozenset(
+    {"repeat_customers", "insert_customer", "seen_customers_page"}
+)
 # These alter a page's day (or hour) windows, so they only fire on successful costs and breakdowns pages.
-_WINDOW_PAGE_FAULTS: frozenset[FaultKind] = frozenset({"nan_body", "duplicate_window", "out_of_range_window"})
-_PAGE_FAULTS = _LIST_PAGE_FAULTS | _WINDOW_PAGE_FAULTS
+_WINDOW_PAGE_FAULTS: frozenset[FaultKind] = frozenset(
+    {
+        "nan_body",
+        "duplicate_window",
+        "out_of_range_window",
+        "exact_numbers",
+        "wrong_type",
+        "duplicate_key",
+        "odd_text",
+        "foreign_customer",
+    }
+)
+_PAGE_FAULTS = _LIST_PAGE_FAULTS | _CUSTOMER_PAGE_FAULTS | _WINDOW_PAGE_FAULTS
 # The rest fire before authentication and routing, as a proxy or a network would.
 _TRANSPORT_FAULTS: frozenset[FaultKind] = frozenset(get_args(FaultKind)) - _PAGE_FAULTS
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -107,12 +146,27 @@ _MALFORMED_BODY = b'{"data": [{"start_timestamp": "2024-01-01T00:00:00Z", "credi
 # Plain JSON, sent under ``Content-Encoding: gzip``: any client that honours the header fails to decode it.
 _NOT_GZIP_BODY = b'{"data":[],"next_page":null}'
 _NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+# What a load balancer or CDN answers in front of an API under maintenance: a 200 of HTML.
+_HTML_CONTENT_TYPE = "text/html; charset=utf-8"
+_MAINTENANCE_PAGE = b"""<!DOCTYPE html>
+<html lang="en">
+<head><meta charset="utf-8"><title>Scheduled maintenance</title></head>
+<body>
+<h1>We&rsquo;ll be back soon</h1>
+<p>The service is undergoing scheduled maintenance. Please try again in a few minutes.</p>
+</body>
+</html>
+"""
+# How many request paths Simulator.last_body remembers: enough for a test, bounded for long benchmarks.
+BODY_PATHS_KEPT = 64
 
 RetryAfter = Literal["seconds", "ms"]
 """How a throttled answer says when to come back: ``Retry-After`` in whole seconds, or ``retry-after-ms``."""
 
 Position = tuple[int, int]
 """Where a page starts: (index of the item or window, items of that window already returned)."""
+
+_T = TypeVar("_T")
 
 
 def _reason(code: int) -> str:
@@ -136,6 +190,12 @@ class Fault:
     """The non-finite number ``nan_body`` puts in a page."""
     day: date | None = None
     """The day ``out_of_range_window`` adds (None: :data:`OUT_OF_RANGE_DAY`, or a day before the range)."""
+    count: int = 0
+    """How many customers ``repeat_customers`` lists again."""
+    texts: tuple[str, ...] = ()
+    """The number texts ``exact_numbers`` writes, in turn."""
+    value_type: WrongType | None = None
+    """What ``wrong_type`` writes instead of a number."""
 
     @classmethod
     def status(cls, code: int, headers: Mapping[str, str] | None = None, message: str | None = None) -> Fault:
@@ -242,6 +302,96 @@ class Fault:
         """
         return cls("out_of_range_window", day=day)
 
+    @classmethod
+    def repeat_customers(cls, count: int = 1) -> Fault:
+        """Answer a customers page starting ``count`` customers before its cursor, with the cursor that follows.
+
+        The previous page's last ``count`` customers show again. Waits for a ``/v1/customers`` request
+        whose cursor points past the first customer.
+        """
+        if count < 1:
+            raise ValueError(f"count must be at least 1, got {count}")
+        return cls("repeat_customers", count=count)
+
+    @classmethod
+    def insert_customer(cls) -> Fault:
+        """Create an active customer just before a customers page is served, ahead of the page's cursor.
+
+        It is created when the listing's first customer was (its id starts with zeros, so it sorts before
+        that one), so every customer after it moves one place: the previous page's last customer shows
+        again on this page, and the new one is missed unless the listing is read again. Waits for a
+        ``/v1/customers`` request whose cursor points past the first customer, in an active listing.
+        """
+        return cls("insert_customer")
+
+    @classmethod
+    def seen_customers_page(cls) -> Fault:
+        """Answer a customers page with the first page's customers again and a cursor never sent before.
+
+        The cursor resumes where the request pointed, so one such page only repeats customers; injected with
+        ``times=None`` the listing never ends for a client that does not notice. Waits for a
+        ``/v1/customers`` request whose cursor points past the first customer.
+        """
+        return cls("seen_customers_page")
+
+    @classmethod
+    def exact_numbers(cls, texts: Sequence[str]) -> Fault:
+        """Answer a costs or breakdowns page whose money and quantity numbers are ``texts``, verbatim.
+
+        In document order each ``cost`` (costs), or each ``total`` and line item ``quantity`` (breakdowns),
+        is written as the next of ``texts`` (cycling), e.g. ``"12.345678901234567890123"``,
+        ``"9007199254740993"``, ``"1e5"``, ``"-0.0"``; each must be a JSON number. Compare with
+        :meth:`MetronomeSimulator.last_body`. Waits for a page with such a number.
+        """
+        return cls("exact_numbers", texts=value_faults.number_texts(texts))
+
+    @classmethod
+    def wrong_type(cls, kind: WrongType) -> Fault:
+        """Answer a costs or breakdowns page whose first money number is a JSON string of its text, or ``true``.
+
+        The first in document order: a credit type's ``cost`` (costs), a line item's ``total`` (breakdowns,
+        whose line items come before their invoice's total). Waits for a page with a money number.
+        """
+        if kind not in get_args(WrongType):
+            raise ValueError(f"kind must be 'string' or 'boolean', got {kind!r}")
+        return cls("wrong_type", value_type=kind)
+
+    @classmethod
+    def duplicate_key(cls) -> Fault:
+        """Answer a costs or breakdowns page whose first object with a money field has that key twice.
+
+        The first value is the real one, the second differs by 1 (``"cost":1.25,"cost":2.25``): Python's
+        ``json`` keeps the last, other parsers the first. Waits for a page with a money number.
+        """
+        return cls("duplicate_key")
+
+    @classmethod
+    def odd_text(cls) -> Fault:
+        """Answer a costs or breakdowns page whose first line item name holds U+2028, U+2029 and U+0085.
+
+        They are written as raw UTF-8 in the middle of the name (``values.ODD_TEXT``): valid JSON, yet line
+        breaks to many tools. Waits for a page with a line item.
+        """
+        return cls("odd_text")
+
+    @classmethod
+    def foreign_customer(cls) -> Fault:
+        """Answer a breakdowns page whose first invoice names another existing customer as its ``customer_id``.
+
+        Waits for a breakdowns page with data (costs pages name no customer).
+        """
+        return cls("foreign_customer")
+
+    @classmethod
+    def html_body(cls) -> Fault:
+        """Answer 200 with an HTML maintenance page (``text/html; charset=utf-8``), as a proxy in front would."""
+        return cls("html_body")
+
+    @classmethod
+    def empty_body(cls) -> Fault:
+        """Answer 200 with ``Content-Type: application/json`` and an empty body."""
+        return cls("empty_body")
+
 
 @dataclass(frozen=True)
 class RateLimit:
@@ -308,6 +458,7 @@ class _Response:
     throttled: bool = False
     seconds_per_byte: float = 0.0
     """Above zero, the body is trickled out a byte at a time (Fault.trickle)."""
+    content_type: str = "application/json"
 
 
 @dataclass(frozen=True)
@@ -345,9 +496,7 @@ class _ApiError(Exception):
 def _json_response(
     status: int, payload: object, headers: tuple[tuple[str, str], ...] = (), *, throttled: bool = False
 ) -> _Response:
-    # NaN and Infinity are written as bare tokens, which is what Fault.nan_body wants and nothing else makes.
-    body = json.dumps(payload, separators=(",", ":")).encode()
-    return _Response(status, body, headers, throttled=throttled)
+    return _Response(status, value_faults.dumps(payload), headers, throttled=throttled)
 
 
 class _FaultRegistry:
@@ -367,16 +516,51 @@ class _FaultRegistry:
 
     def take(self, path: str, kinds: frozenset[FaultKind]) -> Fault | None:
         """The first active fault of one of ``kinds`` matching ``path``, spending one of its uses."""
+        return self.apply(path, kinds, lambda fault: fault)
+
+    def apply(self, path: str, kinds: frozenset[FaultKind], use: Callable[[Fault], _T | None]) -> _T | None:
+        """``use(fault)`` for the first active fault of ``kinds`` matching ``path`` that it can use (not None).
+
+        Spends one use of that fault only: a fault waits for a request it has something to alter in.
+        """
         with self._lock:
             for rule in self._rules:
                 if rule.fault.kind not in kinds or (rule.path is not None and rule.path not in path):
+                    continue
+                result = use(rule.fault)
+                if result is None:
                     continue
                 if rule.remaining is not None:
                     rule.remaining -= 1
                     if rule.remaining == 0:
                         self._rules.remove(rule)
-                return rule.fault
+                return result
         return None
+
+
+class _BodyLog:
+    """The last 200 body sent for each of the most recently answered paths."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._bodies: OrderedDict[str, bytes] = OrderedDict()
+
+    def record(self, path: str, body: bytes) -> None:
+        with self._lock:
+            self._bodies[path] = body
+            self._bodies.move_to_end(path)
+            if len(self._bodies) > BODY_PATHS_KEPT:
+                self._bodies.popitem(last=False)
+
+    def last(self, path_substring: str) -> bytes | None:
+        with self._lock:
+            return next(
+                (body for path, body in reversed(self._bodies.items()) if path_substring in path), None
+            )
+
+    def clear(self) -> None:
+        with self._lock:
+            self._bodies.clear()
 
 
 _LogSlot = tuple[int, int]
@@ -520,14 +704,6 @@ class _Query:
 
 def _bad_request(message: str) -> _ApiError:
     return _ApiError(400, message)
-
-
-def _plain_utc(value: datetime) -> datetime:
-    """A stdlib UTC datetime: subclasses such as pendulum's compare differently with the data's times."""
-    utc = value.astimezone(timezone.utc)
-    return datetime(
-        utc.year, utc.month, utc.day, utc.hour, utc.minute, utc.second, utc.microsecond, tzinfo=timezone.utc
-    )
 
 
 def _encode_cursor(position: Position, digest: str, nonce: str | None = None) -> str:
@@ -694,22 +870,35 @@ def _endless_page(page: _PageRequest, collect: Collector) -> tuple[list[JsonObje
 class _WindowedQuery:
     """A costs or breakdowns request, as the window faults need to know it."""
 
+    source: BilledSource
     size: WindowSize
     starting_on: datetime
     ending_before: datetime
     start_key: str
     """The item key holding its window's start."""
     items_at: Callable[[datetime], list[JsonObject]]
-    """The items of the window starting at a time, whatever the range and the clock."""
+    """The items of the window starting at a time, whatever the range, the clock and the customer's lifecycle."""
+    other_customer_id: str | None = None
+    """Another existing customer, for Fault.foreign_customer (None: there is none)."""
 
-    def spoil(self, fault: Fault, items: list[JsonObject]) -> list[JsonObject]:
-        """``items`` (not empty) as altered by a window fault."""
+    def spoil(self, fault: Fault, items: list[JsonObject]) -> list[JsonObject] | None:
+        """``items`` (not empty) as altered by a window fault; None when it finds nothing to alter there."""
         if fault.kind == "nan_body":
             return _with_number(items, math.nan if fault.number is None else fault.number)
         if fault.kind == "duplicate_window":
             first = items[0][self.start_key]
             return items + [item for item in items if item[self.start_key] == first]
-        return items + self.items_at(self._outside(fault.day))
+        if fault.kind == "out_of_range_window":
+            return items + self.items_at(self._outside(fault.day))
+        if fault.kind == "exact_numbers":
+            return value_faults.exact_numbers(items, self.source, fault.texts)
+        if fault.kind == "wrong_type":
+            return value_faults.wrong_type(items, self.source, fault.value_type or "string")
+        if fault.kind == "duplicate_key":
+            return value_faults.duplicate_key(items, self.source)
+        if fault.kind == "odd_text":
+            return value_faults.odd_text(items)
+        return value_faults.foreign_customer(items, self.other_customer_id)
 
     def _outside(self, day: date | None) -> datetime:
         """The start of a window outside the range: ``day``'s, by default 2019-01-01 or the one before it."""
@@ -755,11 +944,17 @@ class MetronomeSimulator:
     Use it as a context manager (``with MetronomeSimulator() as sim:``) or call :meth:`start` and
     :meth:`stop`. Clients point at :attr:`url` and send ``Authorization: Bearer <token>``.
 
+    Every customer has a lifecycle (:mod:`~airflow_provider_metronome.testing.accounts`): it is listed
+    once created, as archived once archived, and has costs (breakdowns) only on the days that overlap its
+    lifetime and billing period while it has a plan (a contract). Generated customers are created hourly
+    from 2020-01-01 and have a plan and a contract; more come from :meth:`add_customer`.
+
     Args:
         token: The bearer token accepted (with ``extra_tokens``).
         seed: Root of all generated data; the same seed gives the same ids and costs in every process.
-        customers: Active customers.
-        archived_customers: Archived customers, listed only with ``only_archived=true``.
+        customers: Generated active customers, created an hour apart from 2020-01-01 and never archived.
+        archived_customers: Generated customers archived 90 days after their creation (in 2020), listed
+            only with ``only_archived=true``; they have no costs after that.
         unique_metric_customers: Active customers whose ``/costs`` answers 400 (UNIQUE-type billable metric).
         port: Port to listen on; 0 picks a free one.
         host: Interface to listen on (IPv4).
@@ -773,8 +968,8 @@ class MetronomeSimulator:
         tls: Serve HTTPS with a certificate made at :meth:`start`; trust :attr:`certificate_path`.
 
     ``latency``, ``availability_delay``, ``now``, ``default_page_size``, ``rate_limit`` and the breakdown
-    page spans ``max_day_windows_per_page`` (35) and ``max_hour_windows_per_page`` (24) may be changed
-    while running.
+    page spans ``max_day_windows_per_page`` (35) and ``max_hour_windows_per_page`` (24) may be changed,
+    and customers added, while running.
     """
 
     def __init__(
@@ -813,10 +1008,12 @@ class MetronomeSimulator:
         self._unique_metric_customers = unique_metric_customers
         self._line_items_per_credit_type = line_items_per_credit_type
         self._data = self._dataset(customers)
+        self._accounts = Accounts(map(generated_account, self._data.customers))
         self._frozen_now: datetime | None = None
         self.now = now
         self._faults = _FaultRegistry()
         self._log = _RequestLog()
+        self._bodies = _BodyLog()
         self._limiter = _RateLimiter(rate_limit)
         self._withheld_lock = threading.Lock()
         self._withheld: dict[str, frozenset[date]] = {}
@@ -937,7 +1134,7 @@ class MetronomeSimulator:
     def now(self, value: datetime | None) -> None:
         if value is not None and value.tzinfo is None:
             raise ValueError("now must be a timezone-aware datetime")
-        self._frozen_now = None if value is None else _plain_utc(value)
+        self._frozen_now = None if value is None else plain_utc(value)
 
     # -- data --------------------------------------------------------------------------------------------
 
@@ -951,21 +1148,98 @@ class MetronomeSimulator:
         )
 
     def set_customer_count(self, customers: int) -> None:
-        """Regenerate the data with ``customers`` active customers (same seed and other settings)."""
+        """Regenerate the data with ``customers`` active customers (same seed and other settings).
+
+        Customers added with :meth:`add_customer` stay.
+        """
         self._data = self._dataset(customers)
+        self._accounts.replace_generated(map(generated_account, self._data.customers))
+
+    def add_customer(
+        self,
+        *,
+        created_at: datetime,
+        archived_at: datetime | None = None,
+        plan: bool = True,
+        contract: bool = True,
+        billing_start: date | None = None,
+        billing_end: date | None = None,
+        name: str | None = None,
+    ) -> str:
+        """Add a customer with usage generated like the others'; returns its id. Safe while serving.
+
+        Its id depends only on the seed and how many customers were added before it. It is listed from
+        ``created_at`` on, as archived from ``archived_at`` on; it has costs only with a ``plan`` and
+        breakdowns only with a ``contract``, on the days overlapping both its lifetime and its billing
+        period ``[billing_start, billing_end)`` (None: open). Datetimes must be timezone-aware.
+        """
+        spec = CustomerSpec(created_at, archived_at, plan, contract, billing_start, billing_end, name)
+        return self._add(spec).id
+
+    def _add(self, spec: CustomerSpec, *, sorts_first: bool = False) -> Account:
+        return self._accounts.add(
+            lambda number: added_account(self._seed, number, spec, sorts_first=sorts_first)
+        )
+
+    def add_lifecycle_customers(self, first_day: date, end_day: date) -> dict[str, str]:
+        """Add one customer per lifecycle role around the window ``[first_day, end_day)``; returns role -> id.
+
+        With M the window's middle day and "long before" 400 days before ``first_day``:
+
+        - ``created_inside``: created at 09:30 UTC on M;
+        - ``archived_inside``: created long before, archived at 15:00 on M;
+        - ``archived_after``: created long before, archived at 12:00 the day after ``end_day``;
+        - ``archived_before``: created long before, archived at 08:00 the day before ``first_day``;
+        - ``created_after``: created at 06:00 the day after ``end_day``;
+        - ``no_contract`` / ``no_plan``: created long before, without a contract (no breakdowns) / a plan
+          (no costs);
+        - ``plan_ends_inside`` / ``plan_starts_inside``: created long before, billed until / from M.
+        """
+        return {role: self._add(spec).id for role, spec in lifecycle_specs(first_day, end_day).items()}
+
+    def _account(self, customer_id: str) -> Account:
+        account = self._accounts.get(customer_id.lower())
+        if account is None:
+            raise KeyError(f"unknown customer {customer_id}")
+        return account
+
+    def customer(self, customer_id: str) -> JsonObject:
+        """The customer as ``GET /v1/customers`` lists it now (``archived_at`` null until archived).
+
+        Raises KeyError for an unknown id; answers for customers not created yet too.
+        """
+        return copy.deepcopy(self._account(customer_id).as_listed(self.now))
+
+    def billed_days(self, customer_id: str, source: BilledSource, start: date, end: date) -> list[date]:
+        """The days of ``[start, end)`` on which the customer has (or will have) ``/costs`` windows or breakdowns.
+
+        The simulator's own model, to compare answers with: it follows the customer's lifecycle, plan and
+        contract, but ignores :attr:`availability_delay`, :attr:`now` and withheld days (and whether
+        ``/costs`` refuses the customer for a UNIQUE-type metric).
+        """
+        return self._account(customer_id).billed_days(source, _utc(start).date(), _utc(end).date())
 
     @property
     def customers(self) -> list[JsonObject]:
-        """Every customer, archived ones included, in creation order (the API's listing order)."""
-        return copy.deepcopy(list(self._data.customers))
+        """Every customer, archived and not yet created ones included, in listing order, as listed now."""
+        now = self.now
+        return copy.deepcopy([account.as_listed(now) for account in self._accounts.ordered])
+
+    def _listed(self, *, only_archived: bool) -> list[Account]:
+        now = self.now
+        return [
+            account for account in self._accounts.ordered if account.listed(now, only_archived=only_archived)
+        ]
 
     @property
     def active_customer_ids(self) -> list[str]:
-        return [customer["id"] for customer in self._data.active]
+        """The customers ``GET /v1/customers`` lists now, in its order: created and not archived."""
+        return [account.id for account in self._listed(only_archived=False)]
 
     @property
     def archived_customer_ids(self) -> list[str]:
-        return [customer["id"] for customer in self._data.archived]
+        """The customers ``GET /v1/customers?only_archived=true`` lists now, in its order."""
+        return [account.id for account in self._listed(only_archived=True)]
 
     @property
     def unique_metric_customer_ids(self) -> list[str]:
@@ -976,7 +1250,7 @@ class MetronomeSimulator:
     def costs_customer_ids(self) -> list[str]:
         """Active customers whose ``/costs`` is served (no UNIQUE-type metric), in listing order."""
         refused = set(self._data.unique_metric_ids)
-        return [customer["id"] for customer in self._data.active if customer["id"] not in refused]
+        return [account.id for account in self._listed(only_archived=False) if account.id not in refused]
 
     def withhold(self, customer_id: str, days: Iterable[date]) -> None:
         """Leave ``days`` (UTC dates) out of one customer's costs and breakdowns, as if not yet available.
@@ -985,9 +1259,7 @@ class MetronomeSimulator:
         are unaffected. :meth:`costs_for` still answers for these days; :meth:`breakdowns_for` leaves
         them out, as served.
         """
-        customer_id = customer_id.lower()
-        if customer_id not in self._data.by_id:
-            raise KeyError(f"unknown customer {customer_id}")
+        customer_id = self._account(customer_id).id
         withheld = {_utc(day).date() for day in days}
         with self._withheld_lock:
             self._withheld[customer_id] = self._withheld.get(customer_id, frozenset()) | withheld
@@ -1000,15 +1272,16 @@ class MetronomeSimulator:
             else:
                 self._withheld.pop(customer_id.lower(), None)
 
-    def costs_for(self, customer_id: str, day: date) -> JsonObject:
+    def costs_for(self, customer_id: str, day: date) -> JsonObject | None:
         """The ``/costs`` window of ``day`` (a UTC date), whether or not it is available yet.
 
-        Also answers for UNIQUE-metric customers, whose ``/costs`` requests the API refuses.
+        None when the customer has no window that day (see :meth:`billed_days`). Also answers for
+        UNIQUE-metric customers, whose ``/costs`` requests the API refuses.
         """
-        data = self._data
-        if customer_id not in data.by_id:
-            raise KeyError(f"unknown customer {customer_id}")
-        return copy.deepcopy(data.costs_window(customer_id, _utc(day).date()))
+        account, day = self._account(customer_id), _utc(day).date()
+        if not account.billed_days("costs", day, day + timedelta(days=1)):
+            return None
+        return copy.deepcopy(self._data.costs_window(account.id, day))
 
     def breakdowns_for(
         self, customer_id: str, window_start: date, window_end: date, *, window_size: WindowSize = "day"
@@ -1016,35 +1289,54 @@ class MetronomeSimulator:
         """Every breakdown the API would list, over all pages, for an unfiltered ``date_asc`` query.
 
         ``window_start``/``window_end`` are the ``starting_on``/``ending_before`` bounds (a date means its
-        midnight UTC, a naive datetime is read as UTC); windows not yet available are left out and statuses
-        follow :attr:`now`, exactly as served.
+        midnight UTC, a naive datetime is read as UTC); windows not yet available, and days without
+        breakdowns for the customer (see :meth:`billed_days`), are left out and statuses follow
+        :attr:`now`, exactly as served.
         """
-        data = self._data
-        if customer_id not in data.by_id:
-            raise KeyError(f"unknown customer {customer_id}")
-        now = self.now
+        data, account, now = self._data, self._account(customer_id), self.now
         breakdowns = []
-        windows = self._available_windows(_utc(window_start), _utc(window_end), window_size, now, customer_id)
+        windows = self._available_windows(
+            _utc(window_start),
+            _utc(window_end),
+            window_size,
+            now,
+            account=account,
+            source="invoice_breakdowns",
+        )
         for index in windows:
             start = _window_start(index, window_size)
             status = invoice_status(start, now)
-            breakdowns.extend(data.window_invoices(customer_id, start, window_size, status=status))
+            breakdowns.extend(data.window_invoices(account.id, start, window_size, status=status))
         return breakdowns
 
     def _available_windows(
-        self, start: datetime, end: datetime, size: WindowSize, now: datetime, customer_id: str
+        self,
+        start: datetime,
+        end: datetime,
+        size: WindowSize,
+        now: datetime,
+        *,
+        account: Account,
+        source: BilledSource,
     ) -> Sequence[int]:
         """Windows lying wholly inside ``[start, end)`` that ended at least ``availability_delay`` ago.
 
-        Days withheld from the customer are left out.
+        Only windows of the days the customer is billed for by ``source`` count, and days withheld from
+        it are left out.
         """
+        span = account.billed_span(source)
+        if span is None:
+            return range(0)
+        first_day, end_day = span
         last = min(
             _window_index(end, size, ceil=False),
             _window_index(now - self.availability_delay, size, ceil=False),
+            *(() if end_day is None else (_window_index(_utc(end_day), size, ceil=False),)),
         )
-        windows = range(_window_index(start, size, ceil=True), last)
+        first = max(_window_index(start, size, ceil=True), _window_index(_utc(first_day), size, ceil=True))
+        windows = range(first, last)
         # No lock needed to read: withhold() replaces a customer's set whole, never edits it.
-        withheld = self._withheld.get(customer_id)
+        withheld = self._withheld.get(account.id)
         if not withheld:
             # A range, not a list: requests may span decades of hourly windows.
             return windows
@@ -1055,11 +1347,17 @@ class MetronomeSimulator:
     def inject(self, fault: Fault, path: str | None = None, times: int | None = 1) -> None:
         """Apply ``fault`` to the next ``times`` requests (None: forever) whose path contains ``path``.
 
-        Transport faults (status, drop, slow, malformed_json, redirect, bad_encoding, trickle) fire before
-        authentication and routing, but after the rate limit; page faults (empty_page, repeating_cursor,
-        endless_cursor) fire only on requests that would get a successful list page, and window faults
-        (nan_body, duplicate_window, out_of_range_window) only on successful costs and breakdowns pages
-        with data.
+        - Transport faults (status, drop, slow, malformed_json, redirect, bad_encoding, trickle, html_body,
+          empty_body) fire before authentication and routing, but after the rate limit.
+        - Page faults (empty_page, repeating_cursor, endless_cursor) fire only on requests that would get a
+          successful list page.
+        - Customer page faults (repeat_customers, insert_customer, seen_customers_page) fire only on
+          successful ``/v1/customers`` pages whose cursor points past the first customer.
+        - Window faults (nan_body, duplicate_window, out_of_range_window, exact_numbers, wrong_type,
+          duplicate_key, odd_text, foreign_customer) fire only on successful costs and breakdowns pages
+          with data, and only once the page has what they alter (a number, a line item, an invoice).
+
+        A fault waiting for its kind of request lets every other request pass untouched.
         """
         self._faults.add(fault, path, times)
 
@@ -1075,8 +1373,19 @@ class MetronomeSimulator:
         return [record for record in self._log.snapshot() if path_substring in record.path]
 
     def clear_requests(self) -> None:
-        """Forget logged requests and reset :attr:`max_in_flight` and :attr:`throttled_count`."""
+        """Forget logged requests and their bodies, and reset :attr:`max_in_flight` and :attr:`throttled_count`."""
         self._log.clear()
+        self._bodies.clear()
+
+    def last_body(self, path_substring: str) -> bytes:
+        """The exact body of the last 200 answer to a request whose path contains ``path_substring``.
+
+        Kept for the :data:`BODY_PATHS_KEPT` paths answered most recently; raises KeyError when there is none.
+        """
+        body = self._bodies.last(path_substring)
+        if body is None:
+            raise KeyError(f"no 200 answer kept for a path containing {path_substring!r}")
+        return body
 
     @property
     def max_in_flight(self) -> int:
@@ -1095,6 +1404,8 @@ class MetronomeSimulator:
         response: _Response | None = None
         try:
             response = self._respond(incoming)
+            if response.status == 200 and not response.drop:
+                self._bodies.record(incoming.path, response.body)
         finally:
             self._log.end(slot, response)
         return response
@@ -1142,6 +1453,10 @@ class MetronomeSimulator:
             return _Response(200, _MALFORMED_BODY)
         if fault.kind == "bad_encoding":
             return _Response(200, _NOT_GZIP_BODY, fault.headers)
+        if fault.kind == "html_body":
+            return _Response(200, _MAINTENANCE_PAGE, content_type=_HTML_CONTENT_TYPE)
+        if fault.kind == "empty_body":
+            return _Response(200)
         headers = fault.headers
         if fault.kind == "redirect" and not headers:
             scheme = "https" if self._certificates is not None else "http"
@@ -1185,9 +1500,11 @@ class MetronomeSimulator:
         if kind == "repeating_cursor":
             next_page = page.raw_cursor or _encode_cursor((0, 0), page.digest)
         if fault is None and windowed is not None and items:
-            spoiler = self._faults.take(page.path, _WINDOW_PAGE_FAULTS)
-            if spoiler is not None:
-                items = windowed.spoil(spoiler, items)
+            shown = items
+            spoiled = self._faults.apply(
+                page.path, _WINDOW_PAGE_FAULTS, lambda spoiler: windowed.spoil(spoiler, shown)
+            )
+            items = shown if spoiled is None else spoiled
         return _json_response(200, {"data": items, "next_page": next_page})
 
     def _list_customers(self, path: str, query: _Query) -> _Response:
@@ -1196,25 +1513,61 @@ class MetronomeSimulator:
         ids = [_uuid(value, "customer_ids") for value in _filter_values(query, "customer_ids")]
         salesforce_ids = _filter_values(query, "salesforce_account_ids")
         alias = query.first("ingest_alias")
-        data = self._data
-        pool = data.archived if only_archived else data.active
-        matches = [customer for customer in pool if _customer_matches(customer, ids, alias, salesforce_ids)]
+        now = self.now
+
+        def listing() -> list[JsonObject]:
+            listed = (
+                account
+                for account in self._accounts.ordered
+                if account.listed(now, only_archived=only_archived)
+            )
+            customers = (account.as_listed(now) for account in listed)
+            return [
+                customer for customer in customers if _customer_matches(customer, ids, alias, salesforce_ids)
+            ]
+
+        def fits(fault: Fault) -> Fault | None:
+            # Only a page that follows another has customers already listed to replay or shift.
+            if page.position[0] == 0 or (fault.kind == "insert_customer" and only_archived):
+                return None
+            return fault
+
+        fault = self._faults.apply(path, _CUSTOMER_PAGE_FAULTS, fits)
+        matches = listing()
+        if fault is not None and fault.kind == "insert_customer":
+            created_at = parse_timestamp(matches[0]["created_at"]) if matches else now
+            self._add(CustomerSpec(created_at), sorts_first=True)
+            matches = listing()
 
         def collect(position: Position) -> Page:
             return _collect(len(matches), position, page.limit, page.limit, lambda i: [matches[i]])
 
-        return self._page(page, collect)
+        if fault is None:
+            return self._page(page, collect)
+        if fault.kind == "seen_customers_page":
+            # Every customer before the cursor was served already, the first page's first of all.
+            items = matches[: min(page.limit, page.position[0])]
+            next_page: str | None = _encode_cursor(page.position, page.digest, nonce=uuid.uuid4().hex)
+        else:
+            start = page.position
+            if fault.kind == "repeat_customers":
+                start = (max(0, start[0] - fault.count), 0)
+            items, next_position = collect(start)
+            next_page = None if next_position is None else _encode_cursor(next_position, page.digest)
+        return _json_response(200, {"data": items, "next_page": next_page})
 
     def _list_costs(self, path: str, query: _Query, customer_id: str) -> _Response:
         page = _page_request(path, query, self.default_page_size)
         starting_on, ending_before = _time_range(query)
         data = self._data
-        _require_customer(data, customer_id)
+        account = self._require_customer(customer_id)
         if customer_id in data.unique_metric_ids:
             raise _bad_request(
                 "Costs are not supported for customers whose plan includes a UNIQUE-type billable metric"
             )
-        windows = self._available_windows(starting_on, ending_before, "day", self.now, customer_id)
+        windows = self._available_windows(
+            starting_on, ending_before, "day", self.now, account=account, source="costs"
+        )
 
         def window_items(start: datetime) -> list[JsonObject]:
             return [data.costs_window(customer_id, start.date())]
@@ -1229,7 +1582,7 @@ class MetronomeSimulator:
                 lambda i: window_items(_window_start(windows[i], "day")),
             )
 
-        windowed = _WindowedQuery("day", starting_on, ending_before, "start_timestamp", window_items)
+        windowed = _WindowedQuery("costs", "day", starting_on, ending_before, "start_timestamp", window_items)
         return self._page(page, collect, windowed)
 
     def _list_breakdowns(self, path: str, query: _Query, customer_id: str) -> _Response:
@@ -1241,9 +1594,11 @@ class MetronomeSimulator:
         credit_type_id = _credit_type_id(query)
         skip_zero = _flag(query, "skip_zero_qty_line_items")
         data = self._data
-        _require_customer(data, customer_id)
+        account = self._require_customer(customer_id)
         now = self.now
-        windows = self._available_windows(starting_on, ending_before, size, now, customer_id)
+        windows = self._available_windows(
+            starting_on, ending_before, size, now, account=account, source="invoice_breakdowns"
+        )
         if credit_type_id is not None and credit_type_id not in CREDIT_TYPES_BY_ID:
             # Nothing can match, so answer at once instead of paging through empty windows.
             windows = range(0)
@@ -1273,13 +1628,25 @@ class MetronomeSimulator:
         def collect(position: Position) -> Page:
             return _collect(len(windows), position, page.limit, max_windows, invoices_at)
 
-        windowed = _WindowedQuery(size, starting_on, ending_before, "breakdown_start_timestamp", window_items)
+        other_customer_id = next(
+            (other.id for other in self._accounts.ordered if other.id != customer_id), None
+        )
+        windowed = _WindowedQuery(
+            "invoice_breakdowns",
+            size,
+            starting_on,
+            ending_before,
+            "breakdown_start_timestamp",
+            window_items,
+            other_customer_id,
+        )
         return self._page(page, collect, windowed)
 
-
-def _require_customer(data: Dataset, customer_id: str) -> None:
-    if customer_id not in data.by_id:
-        raise _ApiError(404, "Customer not found")
+    def _require_customer(self, customer_id: str) -> Account:
+        account = self._accounts.get(customer_id)
+        if account is None:
+            raise _ApiError(404, "Customer not found")
+        return account
 
 
 def _route(path: str) -> tuple[str, str]:
@@ -1405,7 +1772,7 @@ class _Handler(BaseHTTPRequestHandler):
         # with delayed ACKs and cost tens of milliseconds per request.
         lines = [
             f"HTTP/1.1 {response.status} {_reason(response.status)}",
-            "Content-Type: application/json",
+            f"Content-Type: {response.content_type}",
             f"Content-Length: {len(response.body)}",
             *(f"{name}: {value}" for name, value in response.headers),
         ]

@@ -1,18 +1,29 @@
-"""The availability check shared by :class:`MetronomeCostsSensor` and :class:`MetronomeCostsTrigger`.
+"""The availability rule: which days Metronome has produced, and which customers have nothing billed.
 
-A window is **available** when, for every requested customer, Metronome's answer for the window
-(``hook.iter_source(source, customer, start, end)``) contains a record whose window starts on each
-UTC day of it. A record counts for the UTC day on which its ``window_start`` falls: the costs
-window's ``start_timestamp``, or an invoice breakdown's ``breakdown_start_timestamp`` (for
-breakdowns, one invoice starting on a day is enough for that day).
+A customer without an object for a day of the window either waits for a day Metronome **has not
+produced yet** (the account's day is late: nothing of it may be published as complete) or has
+**nothing billed** that day (created later, archived, no contract or plan, a plan that starts or
+ends inside the window): it never will, and the day is complete without it. :class:`DayEvidence`
+tells them apart from what the run's answers already hold, without any extra request. For a
+customer lacking day D, in this order:
 
-A check stops at the first customer still missing a day: while Metronome has not produced a day, it
-lacks it for (nearly) every customer, so one customer's answer says "not yet" as well as all of them.
-Checking first the customer that was missing last time makes a waiting check cost about one request
-(plus the customer listing when customers are not named). Once that customer has the day, the rest
-are checked concurrently, or, with ``sample``, only a few of them spread over the list: enough for a
-gate in front of a :class:`~airflow_provider_metronome.operators.costs.MetronomeCostsOperator`, which
-verifies every customer's days itself before writing.
+1. its lifetime (``created_at`` .. ``archived_at``, known when the customers were listed) does not
+   cover D: nothing billed;
+2. it has an object for a later day: D was produced for it, so nothing billed;
+3. another customer of the run has D: the account produced D, so nothing billed;
+4. some customer has an object for a day before D (the day before the window counts: each customer
+   is asked for it too when that costs no extra page, see
+   :func:`~airflow_provider_metronome.utils.fetch.evidence_window`): the account was billing
+   until D, so D is **not produced yet**;
+5. otherwise no customer of the run was billed on or before D: nothing billed.
+
+Its limit: a run whose every customer stopped being billed exactly on D (one customer whose plan
+ends that day, say) reads as a day not produced yet; ``on_missing_days="accept"`` writes it.
+
+A **window is available** when no day of it is "not produced yet". :func:`find_missing` asks
+customers in order and stops as soon as it knows: once every day has been seen (usually after the
+first customer), or at the first customer billed until a day it lacks (a waiting check: about one
+request). That customer is asked first at the next check, before the (paginated) customer listing.
 
 With ``skip_customer_errors`` (the sensor's ``on_customer_error="skip"``, the operator's rule) a
 customer that answers a 4xx other than 401/403 (``/costs`` for a plan with a UNIQUE-type billable
@@ -22,7 +33,7 @@ metric, an unknown customer) is left out and named in the log line instead of fa
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from contextlib import closing
 from dataclasses import dataclass, field
 from itertools import groupby
@@ -30,6 +41,7 @@ from typing import Any, Protocol
 
 from airflow_provider_metronome.exceptions import MetronomeAPIError
 from airflow_provider_metronome.hooks.metronome import MetronomeHook
+from airflow_provider_metronome.utils.customers import Lifetime
 from airflow_provider_metronome.utils.fetch import DayObjects, fetch_customers, name_customers
 from airflow_provider_metronome.utils.validation import DEFAULT_MAX_WORKERS, Source
 from airflow_provider_metronome.utils.window import MAX_DESCRIBED_RUNS, DayWindow, describe_days
@@ -50,14 +62,14 @@ class Availability:
     :param window: The window checked.
     :param source: ``"costs"`` or ``"invoice_breakdowns"``.
     :param customer_ids: Every customer waited for, in request order.
-    :param missing: For each day some customer still lacks (and only those days), the customers
-        lacking it, in ``customer_ids`` order.
+    :param missing: For each day Metronome has not produced yet, the customers found lacking it.
     :param skipped: Customers left out because they answered a 4xx other than 401/403 (only when
         customer errors are skipped), with Metronome's message.
-    :param checked: How many customers were asked, when fewer than all (the check stopped at the
-        first customer missing a day, or asked a sample); None when every customer was asked.
+    :param checked: How many customers were asked, when fewer than all (the check stopped once it
+        knew, or asked a sample); None when every customer was asked.
     :param listed: False when the check stopped before listing the customers (the customer missing
         a day at the last check still misses it), so ``customer_ids`` holds that customer alone.
+    :param not_billed: For each day, the customers asked that have nothing billed on it.
     """
 
     window: DayWindow
@@ -67,15 +79,16 @@ class Availability:
     skipped: Mapping[str, str] = field(default_factory=dict)
     checked: int | None = None
     listed: bool = True
+    not_billed: Mapping[dt.date, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
-        """True when every customer asked has every day of the window."""
+        """True when Metronome has produced every day of the window."""
         return not self.missing
 
     @property
     def first_missing(self) -> str | None:
-        """A customer still lacking a day (the one to ask first next time), or None."""
+        """A customer billed until a day it still lacks (the one to ask first next time), or None."""
         return next((ids[0] for ids in self.missing.values() if ids), None)
 
     def summary(self) -> str:
@@ -83,14 +96,19 @@ class Availability:
         total = len(self.customer_ids)
         if not total:
             line = f"No customers to wait for; {self.window.describe()} counts as available"
-        elif self.complete and self.checked is not None:
-            line = (
-                f"{_customers(self.checked)} of {total} checked (a sample; the fetch verifies every "
-                f"customer) {'has' if self.checked == 1 else 'have'} {self.window.describe()}"
-            )
         elif self.complete:
-            line = f"All {total} customers have" if total > 1 else "1 customer has"
-            line += f" {self.window.describe()}"
+            if self.checked is not None:
+                asked = f"{self.checked} of {_customers(total)}"
+            else:
+                asked = "the one customer" if total == 1 else f"all {total} customers"
+            line = f"Metronome has produced {self.window.describe()}: asked {asked}"
+            if self.checked is not None:
+                line += (
+                    ", enough since a day is produced for the whole account (the fetch checks every customer)"
+                )
+            not_billed = {cid for ids in self.not_billed.values() for cid in ids}
+            if not_billed:
+                line += f"; {_customers(len(not_billed))} with nothing billed on some day"
         elif not self.listed:
             line = (
                 f"Customer {self.first_missing} still without {describe_days(self.missing)}, as at "
@@ -139,11 +157,66 @@ def _describe_run(lacking: tuple[str, ...], days: list[dt.date], total: int) -> 
     return line
 
 
+class DayEvidence:
+    """The rule of the module docstring, fed one customer's result at a time.
+
+    :param window: The window the results are for.
+    :param lifetimes: Each customer's lifetime, when the customers were listed.
+    """
+
+    def __init__(self, window: DayWindow, lifetimes: Mapping[str, Lifetime] | None = None) -> None:
+        self.window = window
+        self.lifetimes = lifetimes or {}
+        self.present: set[dt.date] = set()
+        self._pending: dict[dt.date, list[str]] = {}
+        self._not_billed: dict[dt.date, list[str]] = {}
+
+    def add(self, customer_id: str, missing_days: Sequence[dt.date], present_days: Set[dt.date]) -> None:
+        """One customer's answer: the window days it lacks, and every day it has."""
+        lifetime = self.lifetimes.get(customer_id)
+        last = max(present_days, default=None)
+        for day in missing_days:
+            settled = (lifetime is not None and not lifetime.covers(day)) or (last is not None and last > day)
+            (self._not_billed if settled else self._pending).setdefault(day, []).append(customer_id)
+        self.present |= present_days
+
+    def waits_on(self, customer_id: str, missing_days: Sequence[dt.date], present_days: Set[dt.date]) -> bool:
+        """Whether this customer, billed until a day it lacks that nobody has yet, says "not produced"."""
+        lifetime = self.lifetimes.get(customer_id)
+        first = min(present_days, default=None)
+        last = max(present_days, default=None)
+        return any(
+            first is not None
+            and first < day
+            and not (last is not None and last > day)
+            and not (lifetime is not None and not lifetime.covers(day))
+            and day not in self.present
+            for day in missing_days
+        )
+
+    @property
+    def every_day_seen(self) -> bool:
+        return all(day in self.present for day in self.window.iter_days())
+
+    def settle(self) -> tuple[dict[dt.date, list[str]], dict[dt.date, list[str]]]:
+        """``(not produced yet, nothing billed)``: for each day, the customers lacking it, in the order given."""
+        earliest = min(self.present, default=None)
+        not_yet: dict[dt.date, list[str]] = {}
+        not_billed = {day: list(ids) for day, ids in self._not_billed.items()}
+        for day, ids in self._pending.items():
+            produced = day in self.present or earliest is None or earliest > day
+            (not_billed if produced else not_yet).setdefault(day, []).extend(ids)
+        return (
+            {day: sorted(ids) for day, ids in sorted(not_yet.items())},
+            {day: sorted(ids) for day, ids in sorted(not_billed.items())},
+        )
+
+
 @dataclass(frozen=True)
 class AvailabilityQuery:
     """What one check asks.
 
-    :param customer_ids: Validated ids, or None for every active customer (listed by the check).
+    :param customer_ids: Validated ids, or None for every customer of the window (listed by the check).
     :param skip_customer_errors: Leave out customers that answer a 4xx other than 401/403.
     :param first: A customer to ask before the others (the one missing a day at the last check).
     :param sample: Ask at most this many customers, spread evenly over the list (``first`` among them).
@@ -159,18 +232,19 @@ class AvailabilityQuery:
 
 
 def find_missing(hook: MetronomeHook, query: AvailabilityQuery) -> Availability:
-    """Ask Metronome whether every customer has every day of the window, stopping at the first that does not.
+    """Ask Metronome whether every day of the window is produced, stopping as soon as the answer is known.
 
     :raises MetronomeAPIError: the first customer's error, in the order asked.
     """
     customer_ids, window, source, first = query.customer_ids, query.window, query.source, query.first
     skipped: dict[str, str] = {}
-    lacking: tuple[str, tuple[dt.date, ...]] | None = None
-    asked = 0
+    asked: list[str] = []
+    waiting_on: str | None = None
+    evidence = DayEvidence(window)
 
     def ask(batch: Sequence[str], workers: int) -> bool:
-        """Ask ``batch`` in order; True once a customer lacks a day."""
-        nonlocal lacking, asked
+        """Ask ``batch`` in order; True once the answer is known (a customer waits, or every day is seen)."""
+        nonlocal waiting_on
         results = fetch_customers(
             hook,
             batch,
@@ -179,46 +253,82 @@ def find_missing(hook: MetronomeHook, query: AvailabilityQuery) -> Availability:
             _nothing,
             max_workers=workers,
             skip_customer_errors=query.skip_customer_errors,
+            # A check that fails transiently is simply made again later.
+            retry_transient=False,
         )
         with closing(results):
             for result in results:
-                asked += 1
+                asked.append(result.customer_id)
                 if result.skipped is not None:
                     skipped[result.customer_id] = result.skipped.message
-                elif result.missing_days:
-                    lacking = (result.customer_id, result.missing_days)
+                    continue
+                waits = evidence.waits_on(result.customer_id, result.missing_days, result.present_days)
+                evidence.add(result.customer_id, result.missing_days, result.present_days)
+                if waits:
+                    waiting_on = result.customer_id
+                    return True
+                if evidence.every_day_seen:
                     return True
         return False
 
-    # While the day is not there, the customer that lacked it last time answers for everyone in one
-    # request, before the (paginated) customer listing.
-    asked_first = customer_ids is None and first is not None
-    if customer_ids is None and first is not None and ask([first], 1):
-        return _outcome(window, source, (first,), lacking, skipped, checked=1, listed=False)
-    ids = hook.list_active_customer_ids() if customer_ids is None else list(customer_ids)
-    order = check_order(ids, first, query.sample)
-    if asked_first:
-        order = [cid for cid in order if cid != first]
-    if not ask(order[:1], 1):
+    # While the day is not there, the customer that waited on it last time answers for everyone in
+    # one request, before the (paginated) customer listing.
+    if customer_ids is None and first is not None and ask([first], 1) and waiting_on is not None:
+        return _outcome(
+            query,
+            (first,),
+            evidence=evidence,
+            waiting_on=waiting_on,
+            skipped=skipped,
+            asked=asked,
+            listed=False,
+        )
+    if customer_ids is None:
+        customers = hook.list_window_customers(window.start, window.end)
+        ids, evidence.lifetimes = customers.ids, customers.lifetimes
+    else:
+        ids = list(customer_ids)
+    order = [cid for cid in check_order(ids, first, query.sample) if cid not in asked]
+    if not evidence.every_day_seen and not ask(order[:1], 1):
         ask(order[1:], query.max_workers)
     waited_for = tuple(cid for cid in ids if cid not in skipped)
     return _outcome(
-        window, source, waited_for, lacking, skipped, checked=None if asked == len(ids) else asked
+        query,
+        waited_for,
+        evidence=evidence,
+        waiting_on=waiting_on,
+        skipped=skipped,
+        asked=asked,
+        total=len(ids),
     )
 
 
 def _outcome(
-    window: DayWindow,
-    source: Source,
+    query: AvailabilityQuery,
     waited_for: tuple[str, ...],
-    lacking: tuple[str, tuple[dt.date, ...]] | None,
-    skipped: Mapping[str, str],
     *,
-    checked: int | None,
+    evidence: DayEvidence,
+    waiting_on: str | None,
+    skipped: Mapping[str, str],
+    asked: Sequence[str],
+    total: int | None = None,
     listed: bool = True,
 ) -> Availability:
-    missing = {day: (lacking[0],) for day in lacking[1]} if lacking is not None else {}
-    return Availability(window, source, waited_for, missing, skipped, checked, listed)
+    not_yet, not_billed = evidence.settle()
+    missing = {day: tuple(ids) for day, ids in not_yet.items()}
+    if waiting_on is not None:
+        missing = {day: (waiting_on,) for day in query.window.iter_days() if day not in evidence.present}
+    checked = None if total is not None and len(asked) >= total else len(asked)
+    return Availability(
+        query.window,
+        query.source,
+        waited_for,
+        missing,
+        skipped,
+        checked,
+        listed,
+        {day: tuple(ids) for day, ids in not_billed.items()},
+    )
 
 
 def check_order(ids: Sequence[str], first: str | None, sample: int | None) -> list[str]:

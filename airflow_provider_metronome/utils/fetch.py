@@ -7,11 +7,16 @@ check) goes through :func:`fetch_customers`:
   time, and handed out in the order given, with a bounded read-ahead so memory stays flat however
   many customers there are;
 - one error policy: a customer's error fails the fetch, unless customer errors are skipped and the
-  error is about that customer alone (:func:`is_skippable_customer_error`);
+  error is about that customer alone (:func:`is_skippable_customer_error`), or the error is
+  transient (a 5xx, a timeout, a reset, a 200 that is not JSON, after the hook's own retries): such
+  a customer is tried again later, within the run's :class:`TransientBudget`;
+- each customer is asked for its :func:`evidence_window`: the window, plus the day before it when
+  that costs no extra page, which tells a customer billed until the window from one that was not;
 - each customer's answer is checked against the window before anyone uses it: every object a whole
   UTC day inside the window, none twice (costs: one window per day; breakdowns: one invoice id per
-  day), days without any object named as missing. A window outside the range, a repeated one or a
-  partial day is a :class:`~airflow_provider_metronome.exceptions.MetronomeResponseError`;
+  day, each of the customer asked), days without any object named as missing. A window outside the
+  range, a repeated one, a partial day or another customer's invoice is a
+  :class:`~airflow_provider_metronome.exceptions.MetronomeResponseError`;
 - one progress reporter writes customers done, records, the request rate and the 429 count.
 """
 
@@ -27,9 +32,12 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from airflow_provider_metronome.exceptions import (
+    MetronomeAPIError,
     MetronomeAuthenticationError,
     MetronomeClientError,
+    MetronomeRateLimitError,
     MetronomeResponseError,
+    MetronomeTransientError,
 )
 from airflow_provider_metronome.hooks.metronome import MetronomeHook
 from airflow_provider_metronome.hooks.rate import stop_waiting_on
@@ -41,6 +49,57 @@ DayObjects = list[tuple[dt.date, SourceObject]]
 """One customer's objects, each with the UTC day it covers, in day order (the API's order within a day)."""
 ResultT = TypeVar("ResultT")
 ONE_DAY = dt.timedelta(days=1)
+# Days one request covers at most: /costs pages hold 100 daily windows, breakdowns pages 35 days.
+DAYS_PER_PAGE: dict[str, int] = {"costs": 100, "invoice_breakdowns": 35}
+# A customer whose requests still fail transiently after the hook's retries is tried again this
+# many more times, waiting longer each time; a run tries again at most max(MIN_RUN_RETRIES, 5 %
+# of its customers) times in all.
+RETRIES_PER_CUSTOMER = 3
+MIN_RUN_RETRIES = 10
+RUN_RETRY_SHARE = 0.05
+RETRY_PAUSE = 2.0
+
+
+def evidence_window(window: DayWindow, source: Source) -> DayWindow:
+    """``window`` with the day before it, when that day fits in the same pages (it then costs nothing).
+
+    Whether a customer had costs the day before tells "billed until now" (a day it lacks is not
+    produced yet) from "not billed at all" (no contract, no plan).
+    """
+    days = round((window.end - window.start).total_seconds() / 86400)
+    if days + 1 > DAYS_PER_PAGE[source]:
+        return window
+    return DayWindow(window.start.subtract(days=1), window.end)
+
+
+class TransientBudget:
+    """How often a run may try again the customers that failed transiently after the hook's retries.
+
+    :param customers: How many customers the run fetches.
+    """
+
+    def __init__(self, customers: int) -> None:
+        self.total = max(MIN_RUN_RETRIES, round(customers * RUN_RETRY_SHARE))
+        self.used = 0
+        self.failed: dict[str, MetronomeAPIError] = {}
+
+    def pause_before(self, result: CustomerResult[Any]) -> float:
+        """Spend one try on ``result``'s customer and say how long to wait first, or raise once spent."""
+        error, attempt = result.failed, result.attempt
+        assert error is not None
+        self.failed[result.customer_id] = error
+        if attempt >= RETRIES_PER_CUSTOMER or self.used >= self.total:
+            raise MetronomeTransientError(
+                f"{len(self.failed)} customer(s) failed transiently after every retry and the run's budget "
+                f"of tries again is spent ({self.used} of {self.total} used; at most {RETRIES_PER_CUSTOMER} "
+                f"per customer). Customer {result.customer_id}: {error.cause}. Metronome or the network "
+                "is failing more than now and then: the task's own retries can run it again later",
+                status_code=error.status_code,
+                method=error.method,
+                path=error.path,
+            )
+        self.used += 1
+        return RETRY_PAUSE * 2**attempt
 
 
 def is_skippable_customer_error(error: BaseException) -> bool:
@@ -58,14 +117,21 @@ class CustomerResult(Generic[ResultT]):
     """What the engine found for one customer.
 
     :param value: What the caller's ``transform`` made of the customer's objects (None when skipped).
-    :param missing_days: Days of the window without any object: Metronome has not produced them yet.
+    :param missing_days: Days of the window without any object (not produced yet, or nothing billed:
+        :mod:`~airflow_provider_metronome.utils.availability` tells them apart).
+    :param present_days: Days with an object, the day before the window included when it was asked.
     :param skipped: The customer's own 4xx when customer errors are skipped.
+    :param failed: A transient error that outlasted the hook's retries (the engine tries again).
+    :param attempt: How many times the engine tried the customer again before this result.
     """
 
     customer_id: str
     value: ResultT | None
     missing_days: tuple[dt.date, ...] = ()
+    present_days: frozenset[dt.date] = frozenset()
     skipped: MetronomeClientError | None = None
+    failed: MetronomeAPIError | None = None
+    attempt: int = 0
 
 
 # How many customer ids a log line or message names; more would drown it.
@@ -131,6 +197,7 @@ def fetch_customers(
     *,
     max_workers: int,
     skip_customer_errors: bool = False,
+    retry_transient: bool = True,
     progress: FetchProgress | None = None,
     count: Callable[[ResultT], int] = lambda _: 0,
 ) -> Generator[CustomerResult[ResultT], None, None]:
@@ -141,6 +208,9 @@ def fetch_customers(
     lets the few running requests end.
 
     :param transform: Runs in the worker thread on each customer's :data:`DayObjects`.
+    :param retry_transient: Try customers again that failed transiently after the hook's retries
+        (within a :class:`TransientBudget`); else their error fails the fetch at once (a check that
+        will be repeated anyway).
     :param count: How many records a result holds, for the progress line.
     """
     # Read the connection once, before the threads race for it.
@@ -150,20 +220,25 @@ def fetch_customers(
     pool = ThreadPoolExecutor(max_workers, thread_name_prefix="metronome-fetch")
     # Set when the consumer is done: requests still waiting for the rate controller give up at once.
     stop = threading.Event()
+    budget = TransientBudget(len(customer_ids))
+
+    def fetch(customer_id: str, attempt: int = 0, pause: float = 0.0) -> Future[CustomerResult[ResultT]]:
+        return pool.submit(
+            _fetch_one,
+            hook,
+            stop=stop,
+            customer_id=customer_id,
+            window=window,
+            source=source,
+            transform=transform,
+            skip_customer_errors=skip_customer_errors,
+            retry_transient=retry_transient,
+            attempt=attempt,
+            pause=pause,
+        )
 
     def submit(customer_id: str) -> None:
-        pending.append(
-            pool.submit(
-                _fetch_one,
-                hook,
-                stop=stop,
-                customer_id=customer_id,
-                window=window,
-                source=source,
-                transform=transform,
-                skip_customer_errors=skip_customer_errors,
-            )
-        )
+        pending.append(fetch(customer_id))
 
     try:
         for customer_id in queue:
@@ -173,6 +248,19 @@ def fetch_customers(
         while pending:
             _raise_any_failure(pending)
             result = pending.popleft().result()
+            if result.failed is not None:
+                pause = budget.pause_before(result)
+                hook.log.warning(
+                    "Customer %s still failed after the hook's retries (%s); trying it again in %.0f s "
+                    "(%d of the run's %d tries again used)",
+                    result.customer_id,
+                    result.failed.cause,
+                    pause,
+                    budget.used,
+                    budget.total,
+                )
+                pending.appendleft(fetch(result.customer_id, result.attempt + 1, pause))
+                continue
             next_id = next(queue, None)
             if next_id is not None:
                 submit(next_id)
@@ -210,19 +298,31 @@ def _fetch_one(
     source: Source,
     transform: Callable[[str, DayObjects], ResultT],
     skip_customer_errors: bool,
+    retry_transient: bool,
+    attempt: int,
+    pause: float,
 ) -> CustomerResult[ResultT]:
+    if pause and stop.wait(pause):
+        return CustomerResult(customer_id, None)
+    asked = evidence_window(window, source)
     try:
         with stop_waiting_on(stop):
-            objects = list(hook.iter_source(source, customer_id, window.start, window.end))
+            objects = list(hook.iter_source(source, customer_id, asked.start, asked.end))
     except MetronomeClientError as err:
         if not (skip_customer_errors and is_skippable_customer_error(err)):
             raise
         hook.log.warning("Skipping customer %s: %s", customer_id, err)
         return CustomerResult(customer_id, None, skipped=err)
-    day_objects = check_day_windows(objects, window, source, customer_id)
-    present = {day for day, _ in day_objects}
+    except MetronomeAPIError as err:
+        if not (retry_transient and err.retryable) or isinstance(err, MetronomeRateLimitError):
+            raise
+        return CustomerResult(customer_id, None, failed=err, attempt=attempt)
+    day_objects = check_day_windows(objects, asked, source, customer_id)
+    present = frozenset(day for day, _ in day_objects)
+    if asked != window:
+        day_objects = [(day, item) for day, item in day_objects if day >= window.first_day]
     missing = tuple(day for day in window.iter_days() if day not in present)
-    return CustomerResult(customer_id, transform(customer_id, day_objects), missing)
+    return CustomerResult(customer_id, transform(customer_id, day_objects), missing, present)
 
 
 def check_day_windows(
@@ -235,6 +335,8 @@ def check_day_windows(
     in_order = True
     for item in objects:
         day = _whole_day(item, source, customer_id)
+        if isinstance(item, InvoiceBreakdown) and item.customer_id.lower() != customer_id.lower():
+            raise _bad_window(source, customer_id, f"an invoice of customer {item.customer_id} for {day}")
         if not first <= day < end:
             raise _bad_window(source, customer_id, f"a window for {day}, outside {window.describe()}")
         key = (day, item.id if isinstance(item, InvoiceBreakdown) else "")
@@ -303,10 +405,13 @@ def _bad_window(source: Source, customer_id: str, what: str) -> MetronomeRespons
 
 
 __all__ = [
+    "DAYS_PER_PAGE",
     "CustomerResult",
     "DayObjects",
     "FetchProgress",
+    "TransientBudget",
     "check_day_windows",
+    "evidence_window",
     "fetch_customers",
     "is_skippable_customer_error",
     "name_customers",

@@ -10,12 +10,12 @@ import datetime as dt
 import json
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
+from decimal import Decimal
 from types import TracebackType
 from typing import IO, Any, Protocol
 
 from airflow_provider_metronome._compat import AirflowFailException, add_output_lineage
-from airflow_provider_metronome.models import SourceObject
+from airflow_provider_metronome.models import JsonNumber, SourceObject
 from airflow_provider_metronome.utils.records import DayRecords, Record, to_day_records
 from airflow_provider_metronome.utils.storage import AtomicJsonLinesWriter, DayLines, to_day_lines
 from airflow_provider_metronome.utils.validation import RecordFormat
@@ -43,6 +43,30 @@ class RecordSink(Protocol):
     def finish(self, summary: dict[str, Any]) -> Any: ...
 
 
+def plain_json(value: Any) -> Any:
+    """``value`` with each exact number as the plain JSON type that holds it exactly, for XCom.
+
+    XCom keeps JSON, whose readers turn numbers into ``int`` or ``float``; a number a float cannot
+    hold exactly (more than about 15 significant digits) fails the task, naming it, instead of
+    reaching XCom rounded.
+    """
+    if isinstance(value, dict):
+        return {key: plain_json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [plain_json(item) for item in value]
+    if isinstance(value, JsonNumber):
+        if value == value.to_integral_value() and not any(mark in value.text for mark in ".eE"):
+            return int(value)
+        number = float(value)
+        if Decimal(number) != value and Decimal(repr(number)) != value:
+            raise AirflowFailException(
+                f"Metronome sent the number {value.text}, which XCom (JSON read as floats) cannot hold "
+                "exactly: set output_uri to write the records to object storage with every digit kept."
+            )
+        return number
+    return value
+
+
 class XComSink:
     """Keeps the records for the return value, failing early once they outgrow ``max_bytes`` of JSON.
 
@@ -65,7 +89,10 @@ class XComSink:
         return None
 
     def prepare(self, record_format: RecordFormat, customer_id: str, day_objects: DayObjects) -> DayRecords:
-        return to_day_records(record_format, customer_id, day_objects)
+        return [
+            (day, [plain_json(record) for record in records])
+            for day, records in to_day_records(record_format, customer_id, day_objects)
+        ]
 
     def add(self, customer_id: str, prepared: DayRecords) -> None:
         for _, day_records in prepared:
@@ -119,6 +146,7 @@ class ObjectSink:
             "records": writer.records,
             "bytes": writer.bytes_written,
             "changed": writer.changed,
+            "conn_id": writer.conn_id,
         }
 
 
@@ -126,31 +154,34 @@ class DaySplitSink:
     """One object per UTC day: each day's lines spooled to a local temporary file, then written whole.
 
     Memory stays flat in customers (lines go to disk as they come) and in days (one open spool file
-    per day). Nothing is written until every customer has been fetched and checked; then each day's
+    per day). Spool files have no name on disk (``tempfile.TemporaryFile``): a killed run, even with
+    SIGKILL, leaves no copy of the billing data behind. Nothing is written until every customer has been fetched and checked; then each day's
     object is written atomically, in day order, through its own writer, which leaves a day whose
     bytes did not change untouched. A failure while writing leaves every day either as it was or
     wholly replaced.
 
     :param writers: Each day of the window and the writer of its object, in day order.
-    :param stop_if_killed: Raises when the task was killed; called before each day is written.
+    :param stop_if_killed: Raises when the task was killed; called before each day is written, with
+        the days written so far.
     """
 
     def __init__(
         self,
         writers: Mapping[dt.date, AtomicJsonLinesWriter],
         log: Any,
-        stop_if_killed: Callable[[], None],
+        stop_if_killed: Callable[[Sequence[dt.date]], None],
     ) -> None:
         self.writers = dict(writers)
         self.log = log
         self.stop_if_killed = stop_if_killed
         self.customers: dict[dt.date, int] = dict.fromkeys(self.writers, 0)
         self.all_customers = 0
-        self._folder: tempfile.TemporaryDirectory[str] | None = None
+        self.written: list[dt.date] = []
+        self._open = False
         self._spools: dict[dt.date, IO[bytes]] = {}
 
     def __enter__(self) -> DaySplitSink:
-        self._folder = tempfile.TemporaryDirectory(prefix="metronome-days-")
+        self._open = True
         return self
 
     def __exit__(
@@ -159,12 +190,17 @@ class DaySplitSink:
         try:
             if exc_type is None:
                 self._write_days()
+        except BaseException:
+            self._log_stopped()
+            raise
+        else:
+            if exc_type is not None:
+                self._log_stopped()
         finally:
+            self._open = False
             for spool in self._spools.values():
                 spool.close()
             self._spools.clear()
-            if self._folder is not None:
-                self._folder.cleanup()
 
     def prepare(self, record_format: RecordFormat, customer_id: str, day_objects: DayObjects) -> DayLines:
         return to_day_lines(record_format, customer_id, day_objects)
@@ -183,14 +219,26 @@ class DaySplitSink:
     def _spool(self, day: dt.date) -> IO[bytes]:
         spool = self._spools.get(day)
         if spool is None:
-            if self._folder is None or day not in self.writers:
+            if not self._open or day not in self.writers:
                 raise RuntimeError(f"DaySplitSink.add() for {day}, outside its with block or window.")
-            spool = self._spools[day] = open(Path(self._folder.name) / f"{day}.jsonl", "w+b")  # noqa: SIM115
+            spool = self._spools[day] = tempfile.TemporaryFile(prefix="metronome-day-")  # noqa: SIM115
         return spool
+
+    def _log_stopped(self) -> None:
+        """The last word of a run stopped on the way (killed, failed): which days it had written."""
+        if self.written:
+            days = ", ".join(map(str, self.written))
+            self.log.warning(
+                "Stopped after writing %d day(s), each whole: %s; the others are as they were.",
+                len(self.written),
+                days,
+            )
+        else:
+            self.log.warning("Stopped before writing any day; every day is as it was.")
 
     def _write_days(self) -> None:
         for day, writer in self.writers.items():
-            self.stop_if_killed()
+            self.stop_if_killed(self.written)
             spool = self._spools.get(day)
             with writer:
                 if spool is not None:
@@ -199,6 +247,7 @@ class DaySplitSink:
                     # readline, not iteration over a growing list: one line in memory at a time.
                     for line in iter(spool.readline, b""):
                         writer.write(line)
+            self.written.append(day)
             _log_object(self.log, writer)
 
     def finish(self, summary: dict[str, Any]) -> dict[str, Any]:
@@ -210,6 +259,7 @@ class DaySplitSink:
                 "records": writer.records,
                 "bytes": writer.bytes_written,
                 "changed": writer.changed,
+                "conn_id": writer.conn_id,
             }
             for day, writer in self.writers.items()
         ]

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import decimal
 import gzip
 import hashlib
 import importlib
-import json
 import logging
 import os
 import posixpath
@@ -36,10 +36,9 @@ from typing import IO, Any
 from urllib.parse import urlsplit
 
 import fsspec
-import pydantic_core
 
 from airflow_provider_metronome._compat import ObjectStoragePath
-from airflow_provider_metronome.models import SourceObject
+from airflow_provider_metronome.models import SourceObject, dump_json, parse_json
 from airflow_provider_metronome.utils.records import Record, record_amounts, to_day_records
 from airflow_provider_metronome.utils.validation import RecordFormat
 from airflow_provider_metronome.utils.window import DayWindow
@@ -210,6 +209,12 @@ def storage_path(url: str, conn_id: str | None = None) -> ObjectStoragePath:
     return ObjectStoragePath(url, conn_id=conn_id) if conn_id else ObjectStoragePath(url)
 
 
+def storage_conn_id(url: str, conn_id: str | None = None) -> str | None:
+    """The storage connection an object is read and written with: the URL's ``conn_id@``, else ``conn_id``."""
+    user, at, _ = urlsplit(url).netloc.rpartition("@")
+    return user if at and user else conn_id
+
+
 def public_uri(url: str) -> str:
     """``url`` without the ``conn_id@`` part: the object's address for manifests, lineage and Assets."""
     parts = urlsplit(url)
@@ -273,11 +278,16 @@ class AtomicJsonLinesWriter:
     :param path: The object to (re)place.
     :param uri: The object's public address (no ``conn_id@``), for messages and manifests.
     :param keep_unchanged: Leave a byte-identical stored object as it is (no write, no new version).
+    :param conn_id: The storage connection the object is written with, for manifests (None: the store's
+        default credentials).
     """
 
-    def __init__(self, path: ObjectStoragePath, *, uri: str, keep_unchanged: bool = True) -> None:
+    def __init__(
+        self, path: ObjectStoragePath, *, uri: str, keep_unchanged: bool = True, conn_id: str | None = None
+    ) -> None:
         self.path = path
         self.uri = uri
+        self.conn_id = conn_id
         self.keep_unchanged = keep_unchanged
         self.changed = True
         self.direct = path.protocol in DIRECT_UPLOAD_PROTOCOLS
@@ -492,52 +502,29 @@ DayLines = list[tuple[dt.date, list[bytes]]]
 """One customer's encoded lines grouped by the UTC day of their object, in day order."""
 
 
+# Line and paragraph separators that some JSON Lines readers (JavaScript's, Python's str.splitlines)
+# take for the end of a line: written as escapes, so every reader sees one record a line.
+_LINE_BREAKING = ((b"\xe2\x80\xa8", b"\\u2028"), (b"\xe2\x80\xa9", b"\\u2029"), (b"\xc2\x85", b"\\u0085"))
+
+
 def encode_record(record: Record) -> bytes:
     """One JSON Lines line: compact JSON, keys in the record's order, UTF-8, ending with a newline.
 
-    Written by pydantic's JSON writer, the one that also writes raw objects (:func:`encode_raw_object`),
-    so both spell every number alike.
+    Numbers are written with the digits Metronome sent (:func:`~airflow_provider_metronome.models.dump_json`);
+    U+2028, U+2029 and U+0085 are escaped.
     """
-    line = pydantic_core.to_json(record)
-    if b"NaN" in line or b"Infinity" in line:
-        _refuse_values_outside_json(line)
+    line = dump_json(record)
+    # In valid JSON these bytes occur only inside strings, where the escape means the same character.
+    for raw, escaped in _LINE_BREAKING:
+        if raw in line:
+            line = line.replace(raw, escaped)
     return line + b"\n"
-
-
-def _refuse_values_outside_json(line: bytes) -> None:
-    """The writer spells a non-finite float NaN or Infinity, which is not JSON: never write one."""
-
-    def refuse(constant: str) -> None:
-        raise ValueError(f"a record holds {constant}, which is not JSON; it cannot be written")
-
-    json.loads(line, parse_constant=refuse)
-
-
-def encode_raw_object(customer_id: str, item: SourceObject) -> bytes:
-    """``encode_record(raw_record(customer_id, item))``, at the cost of one serialization.
-
-    The model's serializer writes the compact UTF-8 JSON the API returned (its fields in their order,
-    absent fields left out); ``customer_id`` goes in front. Half the CPU of building the record as a
-    dict and encoding that, which matters at 100 windows a page.
-    """
-    # A breakdown carries its own customer_id: raw_record keeps its value, in front.
-    owner = getattr(item, "customer_id", customer_id)
-    body = type(item).__pydantic_serializer__.to_json(item, exclude={"customer_id"}, exclude_unset=True)
-    rest = b"," + body[1:] if len(body) > 2 else b"}"
-    return b'{"customer_id":' + pydantic_core.to_json(owner) + rest + b"\n"
 
 
 def to_day_lines(
     record_format: RecordFormat, customer_id: str, day_objects: Sequence[tuple[dt.date, SourceObject]]
 ) -> DayLines:
     """One customer's day-ordered objects as encoded lines of ``record_format``, grouped by day."""
-    if record_format == "raw":
-        lines: DayLines = []
-        for day, item in day_objects:
-            if not lines or lines[-1][0] != day:
-                lines.append((day, []))
-            lines[-1][1].append(encode_raw_object(customer_id, item))
-        return lines
     return [
         (day, [encode_record(record) for record in records])
         for day, records in to_day_records(record_format, customer_id, day_objects)
@@ -559,28 +546,30 @@ def iter_output(uri: str | os.PathLike[str], *, conn_id: str | None = None) -> I
         # readline, not iteration: Airflow 2's file wrapper has no __iter__.
         for line in iter(stream.readline, b""):
             if line.strip():
-                yield json.loads(line)
+                yield parse_json(line)
 
 
 def summarize_output(uri: str | os.PathLike[str], *, conn_id: str | None = None) -> dict[str, Any]:
     """Count an output object's records and customers and total its costs per credit type name.
 
     Works for both sources and both record formats: ``totals`` adds up each credit type's cost
-    (``/costs``) or invoice total (breakdowns), exactly, rounded to the cent at the end.
+    (``/costs``) or invoice total (breakdowns) as exact ``Decimal`` values, whatever their magnitude.
     """
     totals: dict[str, Decimal] = {}
     customers: set[str] = set()
     records = 0
-    for record in iter_output(uri, conn_id=conn_id):
-        records += 1
-        customers.add(record["customer_id"])
-        for name, amount in record_amounts(record):
-            totals[name] = totals.get(name, Decimal(0)) + Decimal(str(amount or 0))
+    # Exact sums: precision as large as the digits need, and an inexact result would raise.
+    with decimal.localcontext(decimal.Context(prec=decimal.MAX_PREC, traps=[decimal.Inexact])):
+        for record in iter_output(uri, conn_id=conn_id):
+            records += 1
+            customers.add(record["customer_id"])
+            for name, amount in record_amounts(record):
+                totals[name] = totals.get(name, Decimal(0)) + (amount or Decimal(0))
     return {
         "uri": os.fspath(uri),
         "customers": len(customers),
         "records": records,
-        "totals": {name: float(round(total, 2)) for name, total in sorted(totals.items())},
+        "totals": dict(sorted(totals.items())),
     }
 
 
@@ -592,13 +581,13 @@ __all__ = [
     "DayLines",
     "check_output_uri",
     "check_split_uri",
-    "encode_raw_object",
     "encode_record",
     "iter_output",
     "open_output",
     "placeholders_in",
     "public_uri",
     "render_output_uri",
+    "storage_conn_id",
     "storage_path",
     "summarize_output",
     "to_day_lines",

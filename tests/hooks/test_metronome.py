@@ -28,6 +28,7 @@ from airflow_provider_metronome.exceptions import (
     MetronomeClientError,
     MetronomeNotFoundError,
     MetronomeResponseError,
+    MetronomeTransientError,
 )
 from airflow_provider_metronome.hooks.metronome import SOURCES, MetronomeHook
 from airflow_provider_metronome.models import CostWindow, Customer, InvoiceBreakdown
@@ -686,7 +687,8 @@ def test_breakdowns_round_trip_with_fields_the_model_does_not_declare(
     assert "start_timestamp" not in InvoiceBreakdown.model_fields
     assert all(b.model_extra and "start_timestamp" in b.model_extra for b in breakdowns)
     assert json.loads(breakdowns[0].model_dump_json()) == raw[0]
-    assert any(isinstance(b.total, int) for b in breakdowns)
+    # Whole amounts keep their integer spelling: 0 stays 0, never 0.0.
+    assert any(str(b.total).isdigit() for b in breakdowns)
 
 
 def test_unknown_fields_anywhere_are_kept() -> None:
@@ -831,16 +833,32 @@ def test_unique_metric_customer_costs_is_a_client_error(sim: MetronomeSimulator,
     assert list(hook.iter_invoice_breakdowns(cid, "2024-02-01", "2024-02-02"))
 
 
-def test_malformed_json_is_a_response_error(sim: MetronomeSimulator, hook: MetronomeHook) -> None:
+def test_a_cut_off_body_is_a_failed_attempt_retried_like_a_5xx(
+    sim: MetronomeSimulator, hook: MetronomeHook
+) -> None:
+    cid = customer_id(sim)
     sim.inject(Fault.malformed_json())
 
+    windows = list(hook.iter_costs(cid, "2024-02-01", "2024-02-02"))
+
+    assert [w.model_dump(mode="json") for w in windows] == [sim.costs_for(cid, dt.date(2024, 2, 1))]
+    assert len(sim.requests) == 2
+
+
+def test_a_body_that_stays_cut_off_fails_as_transient_after_the_retries(
+    sim: MetronomeSimulator, hook: MetronomeHook
+) -> None:
+    sim.inject(Fault.malformed_json(), times=None)
+
     with pytest.raises(
-        MetronomeResponseError,
-        match=r"\(HTTP 200\) on GET .*/costs: the answer is not the documented JSON \(body: Invalid JSON",
-    ):
+        MetronomeTransientError,
+        match=r"\(HTTP 200\) on GET .*/costs: no usable answer after 3 attempt\(s\): HTTP 200 with a body "
+        r"that is not JSON \(application/json: '\{\"data\"",
+    ) as err:
         list(hook.iter_costs(customer_id(sim), "2024-02-01", "2024-02-02"))
 
-    assert len(sim.requests) == 1
+    assert err.value.retryable
+    assert len(sim.requests) == 3
 
 
 def test_an_item_missing_a_required_field_names_it(
@@ -947,3 +965,44 @@ def test_each_request_and_each_iteration_is_logged_at_debug(hook: MetronomeHook,
         re.fullmatch(r"GET /v1/customers -> 200 in \d+\.\d{3} s \(attempt 1\)", text) for _, text in ours[:3]
     )
     assert re.fullmatch(r"Read 25 Customer in 3 page\(s\) from /v1/customers in \d+\.\d\d s", ours[3][1])
+
+
+class _EchoingProxy(BaseHTTPRequestHandler):
+    """A gateway's HTML error page that echoes the request's headers, token included, past 190 characters."""
+
+    def do_GET(self) -> None:
+        authorization = self.headers.get("Authorization", "")
+        token = authorization.removeprefix("Bearer ")
+        body = (
+            "<html><body><h1>403 Forbidden</h1><p>"
+            + "x" * 150
+            + f"Authorization: {authorization}</p><p>key {token[:8]}...</p></body></html>"
+        ).encode()
+        self.send_response(403)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silenced."""
+
+
+def test_no_piece_of_the_token_survives_an_echoing_error_page(
+    connect: Callable[..., MetronomeHook], logs: Logs
+) -> None:
+    token = f"tok-{uuid.uuid4().hex}"
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _EchoingProxy)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        hook = connect(f"http://127.0.0.1:{server.server_address[1]}", token=token)
+        with pytest.raises(MetronomeAuthenticationError) as err:
+            list(hook.iter_customers())
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    texts = [str(err.value), err.value.message, "".join(traceback.format_exception(err.value)), logs.text()]
+    pieces = {token[i : i + 6] for i in range(len(token) - 5)}
+    assert [piece for piece in pieces for text in texts if piece in text] == []
+    assert "403 Forbidden" in err.value.message

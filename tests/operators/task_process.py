@@ -7,7 +7,8 @@ It runs the task exactly as Airflow does in-process: the task runner installs it
 which calls the operator's ``on_kill``. What the task does comes from environment variables:
 
 - ``KILL_TEST_CUSTOMERS``: the customer ids, as JSON;
-- ``KILL_TEST_OUTPUT_URI`` and ``KILL_TEST_OUTPUT_CONN_ID`` (optional): where it writes.
+- ``KILL_TEST_OUTPUT_URI`` and ``KILL_TEST_OUTPUT_CONN_ID`` (optional): where it writes;
+- ``KILL_TEST_ENDING_BEFORE`` (default 2024-01-06) and ``KILL_TEST_SPLIT`` (set: one object per day).
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ def build_dag(dag_id: str) -> DAG:
             output_uri=os.environ.get("KILL_TEST_OUTPUT_URI", "file:///tmp/kill-test/{date}.jsonl"),
             output_conn_id=os.environ.get("KILL_TEST_OUTPUT_CONN_ID") or None,
             starting_on="2024-01-05",
-            ending_before="2024-01-06",
+            ending_before=os.environ.get("KILL_TEST_ENDING_BEFORE", "2024-01-06"),
+            split_by_day=bool(os.environ.get("KILL_TEST_SPLIT")),
             # One customer at a time: the tests stop the task between two of them.
             max_workers=1,
         )

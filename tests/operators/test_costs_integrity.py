@@ -21,7 +21,7 @@ from airflow_provider_metronome._compat import AirflowException
 from airflow_provider_metronome.exceptions import MetronomeResponseError
 from airflow_provider_metronome.operators.costs import MetronomeCostsOperator
 from airflow_provider_metronome.testing import Fault, MetronomeSimulator
-from tests.support.simulator import billable
+from tests.support.simulator import billable, not_produced_yet
 
 DAY = dt.date(2024, 1, 5)
 SOURCES = ["costs", "invoice_breakdowns"]
@@ -61,7 +61,7 @@ def read_lines(path: Path) -> list[dict[str, Any]]:
     ("fault", "message"),
     [
         (Fault.duplicate_window(), r"2024-01-0\d twice|twice for 2024-01-0\d"),
-        (Fault.out_of_range_window(), r"a window for 2019-01-01, outside 2024-01-05\.\.2024-01-07"),
+        (Fault.out_of_range_window(), r"a window for 2019-01-01, outside 2024-01-04\.\.2024-01-07"),
     ],
     ids=["duplicate", "out_of_range"],
 )
@@ -100,15 +100,14 @@ def test_a_missing_day_fails_before_writing_and_points_to_the_sensor(
     sim: MetronomeSimulator, tmp_path: Path, source: str
 ) -> None:
     ids = billable(sim)[:6]
-    late = ids[2]
-    sim.withhold(late, [DAY + dt.timedelta(days=1), DAY + dt.timedelta(days=2)])
+    not_produced_yet(sim, ids, [DAY + dt.timedelta(days=1), DAY + dt.timedelta(days=2)])
     previous = planted(tmp_path)
 
     with pytest.raises(AirflowException) as caught:
         operator(customer_ids=ids, source=source, output_uri=f"file://{tmp_path}/{{date}}.jsonl").execute({})
 
     message = str(caught.value)
-    assert late in message
+    assert ids[0] in message
     assert "2024-01-06..2024-01-07" in message
     assert "MetronomeCostsSensor" in message
     assert "on_missing_days='accept'" in message
@@ -118,9 +117,9 @@ def test_a_missing_day_fails_before_writing_and_points_to_the_sensor(
 
 def test_a_missing_day_fails_xcom_mode_too(sim: MetronomeSimulator) -> None:
     ids = billable(sim)[:3]
-    sim.withhold(ids[1], [DAY])
+    not_produced_yet(sim, ids, [DAY + dt.timedelta(days=2)])
 
-    with pytest.raises(AirflowException, match=f"customer {ids[1]} on 2024-01-05 "):
+    with pytest.raises(AirflowException, match=f"customer {ids[0]}, .* on 2024-01-07 "):
         operator(customer_ids=ids).execute({})
 
 
@@ -129,9 +128,10 @@ def test_accepted_missing_days_are_written_and_listed_per_day(
     sim: MetronomeSimulator, tmp_path: Path, source: str
 ) -> None:
     ids = billable(sim)[:6]
-    first, second = ids[1], ids[4]
-    sim.withhold(first, [DAY, DAY + dt.timedelta(days=2)])
-    sim.withhold(second, [DAY + dt.timedelta(days=2)])
+    first = ids[1]
+    # The last day is late for the account; one customer also has nothing billed on the first.
+    not_produced_yet(sim, ids, [DAY + dt.timedelta(days=2)])
+    sim.withhold(first, [DAY])
 
     manifest = operator(
         customer_ids=ids,
@@ -141,7 +141,8 @@ def test_accepted_missing_days_are_written_and_listed_per_day(
         output_uri=f"file://{tmp_path}/{{date}}.jsonl",
     ).execute({})
 
-    assert manifest["missing_days"] == {"2024-01-05": [first], "2024-01-07": [first, second]}
+    assert manifest["missing_days"] == {"2024-01-07": ids}
+    assert manifest["not_billed"] == {"2024-01-05": {"customers": 1, "customer_ids": [first]}}
     records = read_lines(tmp_path / "2024-01-05.jsonl")
     assert len(records) == manifest["records"] > 0
     # What Metronome had is written: the late customer's one available day, nothing of the others.

@@ -46,7 +46,15 @@ REQUEST_DELAY = 0.3
 
 @contextlib.contextmanager
 def task_process(
-    airflow_db: Path, tmp_path: Path, customer_ids: list[str], output_uri: str, output_conn_id: str = ""
+    airflow_db: Path,
+    tmp_path: Path,
+    customer_ids: list[str],
+    output_uri: str,
+    output_conn_id: str = "",
+    *,
+    ending_before: str = "2024-01-06",
+    split_by_day: bool = False,
+    spool: Path | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """The task running in a child process; killed on the way out if a test left it running."""
     dag_file = airflow_db.parent / "dags" / f"kill_test_{uuid.uuid4().hex[:12]}.py"
@@ -58,7 +66,11 @@ def task_process(
         "KILL_TEST_CUSTOMERS": json.dumps(customer_ids),
         "KILL_TEST_OUTPUT_URI": output_uri,
         "KILL_TEST_OUTPUT_CONN_ID": output_conn_id,
+        "KILL_TEST_ENDING_BEFORE": ending_before,
+        "KILL_TEST_SPLIT": "1" if split_by_day else "",
     }
+    if spool is not None:
+        env["TMPDIR"] = str(spool)
     log = (tmp_path / "task.log").open("wb")
     process = subprocess.Popen(
         [sys.executable, str(dag_file)],
@@ -181,3 +193,31 @@ def test_sigkill_leaves_the_previous_file_and_the_next_run_removes_the_stale_tem
     manifest = run_again(ids, uri)
     assert sorted(os.listdir(out)) == [target.name]
     assert manifest["bytes"] == target.stat().st_size
+
+
+def test_sigkill_of_a_split_run_leaves_no_copy_of_the_billing_data_on_local_disk(
+    sim: MetronomeSimulator, airflow_db: Path, tmp_path: Path
+) -> None:
+    ids = billable(sim)[:12]
+    out, spool = tmp_path / "out", tmp_path / "spool"
+    out.mkdir()
+    spool.mkdir()
+    sim.inject(Fault.slow(REQUEST_DELAY), path="/costs", times=None)
+
+    with task_process(
+        airflow_db,
+        tmp_path,
+        ids,
+        f"file://{out}/date={{date}}/costs.jsonl",
+        ending_before="2024-01-08",
+        split_by_day=True,
+        spool=spool,
+    ) as process:
+        # Several customers' days are spooled by now.
+        wait_for_requests(sim, process, tmp_path, 5)
+        process.kill()
+        assert stopped(process, tmp_path) == -signal.SIGKILL
+
+    # The spool files had no name on disk: nothing of them is left, and no day was written.
+    assert [path for path in spool.rglob("*")] == []
+    assert [path for path in out.rglob("*") if path.is_file()] == []

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,12 +25,13 @@ from pytest_mock import MockerFixture
 
 from airflow_provider_metronome._compat import AirflowException
 from airflow_provider_metronome.exceptions import MetronomeResponseError, MetronomeTransientError
+from airflow_provider_metronome.models import parse_json
 from airflow_provider_metronome.operators.costs import MetronomeCostsOperator
 from airflow_provider_metronome.testing import Fault, MetronomeSimulator
 from airflow_provider_metronome.utils.storage import iter_output
 from tests.operators.test_costs_kill import REQUEST_DELAY, later, stopped, task_process, wait_for_requests
 from tests.support.s3 import MotoS3, free_port, moto_s3_server
-from tests.support.simulator import billable
+from tests.support.simulator import billable, not_produced_yet
 
 DAY = dt.date(2024, 1, 5)
 BUCKET = "metronome-costs-tests"
@@ -94,7 +94,7 @@ def to_s3(s3: MotoS3, suffix: str, **kwargs: Any) -> MetronomeCostsOperator:
 
 def decoded_lines(data: bytes, suffix: str) -> list[dict[str, Any]]:
     plain = gzip.decompress(data) if suffix.endswith(".gz") else data
-    return [json.loads(line) for line in plain.splitlines()]
+    return [parse_json(line) for line in plain.splitlines()]
 
 
 # -- tests --------------------------------------------------------------------------------------------
@@ -238,7 +238,7 @@ def test_a_missing_day_uploads_nothing_and_an_accepted_one_is_listed(
     ids = billable(sim)[:5]
     key = "costs/2024-01-05.jsonl"
     s3.put_bytes(key, b"previous")
-    sim.withhold(ids[2], [DAY + dt.timedelta(days=1)])
+    not_produced_yet(sim, ids, [DAY + dt.timedelta(days=2)])
 
     with pytest.raises(AirflowException, match="MetronomeCostsSensor"):
         to_s3(s3, ".jsonl", customer_ids=ids).execute({})
@@ -248,7 +248,7 @@ def test_a_missing_day_uploads_nothing_and_an_accepted_one_is_listed(
     assert s3.list_multipart_uploads() == []
 
     manifest = to_s3(s3, ".jsonl", customer_ids=ids, on_missing_days="accept").execute({})
-    assert manifest["missing_days"] == {"2024-01-06": [ids[2]]}
+    assert manifest["missing_days"] == {"2024-01-07": ids}
     assert s3.get_bytes(key) != b"previous"
 
 

@@ -12,7 +12,7 @@ import pytest
 from airflow_provider_metronome.operators.costs import MetronomeCostsOperator
 from airflow_provider_metronome.testing import MetronomeSimulator
 from airflow_provider_metronome.utils.window import MAX_WINDOW_DAYS
-from tests.support.simulator import billable
+from tests.support.simulator import billable, not_produced_yet
 
 FIRST = dt.date(2024, 1, 4)
 DAYS = [FIRST + dt.timedelta(days=offset) for offset in range(3)]
@@ -120,9 +120,9 @@ def test_a_customer_lacking_a_day_fails_before_any_day_is_written(
     sim: MetronomeSimulator, tmp_path: Path
 ) -> None:
     ids = billable(sim)[:4]
-    sim.withhold(ids[2], [DAYS[1]])
+    not_produced_yet(sim, ids, [DAYS[2]])
 
-    with pytest.raises(Exception, match=rf"no costs yet for customer {ids[2]} on {DAYS[1]}"):
+    with pytest.raises(Exception, match=rf"no costs yet for customer {ids[0]}, .* on {DAYS[2]}"):
         split_operator(tmp_path, customer_ids=ids).execute({})
 
     assert not tmp_path.exists() or os.listdir(tmp_path) == []
@@ -132,6 +132,8 @@ def test_accepted_missing_days_are_written_as_a_one_day_run_writes_them(
     sim: MetronomeSimulator, tmp_path: Path
 ) -> None:
     ids = billable(sim)[:4]
+    # Late for the account on the last day; one customer has nothing billed on the day before.
+    not_produced_yet(sim, ids, [DAYS[2]])
     sim.withhold(ids[2], [DAYS[1]])
 
     manifest = split_operator(tmp_path / "split", customer_ids=ids, on_missing_days="accept").execute({})
@@ -144,7 +146,8 @@ def test_accepted_missing_days_are_written_as_a_one_day_run_writes_them(
         output_uri=f"file://{tmp_path}/daily/{{date}}.jsonl.gz",
     ).execute({})
 
-    assert manifest["missing_days"] == {str(DAYS[1]): [ids[2]]}
+    assert manifest["missing_days"] == {str(DAYS[2]): ids}
+    assert manifest["not_billed"] == {str(DAYS[1]): {"customers": 1, "customer_ids": [ids[2]]}}
     assert (
         day_path(tmp_path / "split", DAYS[1]).read_bytes()
         == (tmp_path / "daily" / f"{DAYS[1]}.jsonl.gz").read_bytes()

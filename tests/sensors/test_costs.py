@@ -122,9 +122,6 @@ def test_poke_is_false_before_the_simulator_clock_passes_the_availability_point_
     simulator: MetronomeSimulator, metronome_conn: str, source: str
 ) -> None:
     sensor = make_sensor(source=source, on_customer_error="skip")
-    waited_for = len(simulator.active_customer_ids) - (
-        len(simulator.unique_metric_customer_ids) if source == "costs" else 0
-    )
 
     with task_logs(sensor) as logs:
         simulator.now = BEFORE
@@ -141,7 +138,12 @@ def test_poke_is_false_before_the_simulator_clock_passes_the_availability_point_
         rf"{len(simulator.active_customer_ids)} customers \({source}\)\.",
         lines[0],
     ), lines[0]
-    assert lines[1].startswith(f"All {waited_for} customers have 2024-01-05 ({source}).")
+    # A day is produced for the whole account: the first customer billed on it says so.
+    assert re.match(
+        rf"Metronome has produced 2024-01-05: asked [12] of {len(simulator.active_customer_ids)} customers, "
+        rf"enough since a day is produced for the whole account .*\({source}\)\.",
+        lines[1],
+    ), lines[1]
     assert {request.method for request in simulator.requests} == {"GET"}
 
 
@@ -150,8 +152,11 @@ def test_a_waiting_poke_asks_the_customer_missing_last_time_first_and_stops_ther
 ) -> None:
     ids = sorted(plain_customer(simulator, index) for index in range(12))
     late = ids[9]
-    simulator.withhold(late, [dt.date(2024, 1, 5)])
-    simulator.now = AVAILABLE_AT
+    # The day is not produced yet; the customers before `late` were not billed the day before
+    # either, so their lack says nothing, and `late`, billed until then, is the one that tells.
+    for customer in ids[:9]:
+        simulator.withhold(customer, [dt.date(2024, 1, 4)])
+    simulator.now = BEFORE
     sensor = make_sensor(customer_ids=ids, max_workers=2)
 
     with task_logs(sensor) as logs:
@@ -179,10 +184,11 @@ def test_a_waiting_poke_of_every_active_customer_costs_one_request(
             assert sensor.poke(CONTEXT) is False
 
     paths = [record.path for record in simulator.requests]
-    # The first check lists the customers and stops at the first; later ones ask that customer alone.
-    assert paths.count("/v1/customers") == 1
-    assert len(paths) == 4
-    assert len(set(paths[1:])) == 1
+    # The first check lists the customers (active, then archived) and stops at the first; later ones
+    # ask that customer alone.
+    assert paths.count("/v1/customers") == 2
+    assert len(paths) == 5
+    assert len(set(paths[2:])) == 1
     assert check_lines(logs)[-1].endswith(
         "still without 2024-01-05, as at the last check; the check stopped there, after one request "
         "(invoice_breakdowns)."
@@ -201,12 +207,29 @@ def test_a_sampling_gate_asks_only_a_few_customers_once_the_day_is_there(
 
     asked = sorted(record.path.split("/")[3] for record in simulator.requests_for("/invoices/breakdowns"))
     ids = sorted(simulator.active_customer_ids)
-    # Spread over the list: the first, one in the middle, the last.
-    assert asked == [ids[0], ids[round((total - 1) / 2)], ids[-1]]
+    # The sample's first customer has the day, which the whole account then has.
+    assert asked == [ids[0]]
     assert check_lines(logs) == [
-        f"3 customers of {total} checked (a sample; the fetch verifies every customer) have 2024-01-05 "
-        "(invoice_breakdowns)."
+        f"Metronome has produced 2024-01-05: asked 1 of {total} customers, enough since a day is produced "
+        "for the whole account (the fetch checks every customer) (invoice_breakdowns)."
     ]
+
+
+def test_a_sampling_gate_asks_no_more_than_its_sample_when_customers_tell_nothing(
+    simulator: MetronomeSimulator, metronome_conn: str
+) -> None:
+    simulator.now = AVAILABLE_AT
+    ids = sorted(simulator.costs_customer_ids)
+    # No customer billed around the day: nobody's lack tells a late day, so the sample is asked whole.
+    for customer in ids:
+        simulator.withhold(customer, [dt.date(2024, 1, 4), dt.date(2024, 1, 5)])
+    sensor = make_sensor(customer_ids=ids, sample_customers=3)
+
+    assert sensor.poke(CONTEXT) is True
+
+    asked = sorted(record.path.split("/")[3] for record in simulator.requests_for("/costs"))
+    # Spread over the list: the first, one in the middle, the last.
+    assert asked == [ids[0], ids[round((len(ids) - 1) / 2)], ids[-1]]
 
 
 def test_sample_customers_must_be_a_positive_integer() -> None:
@@ -235,9 +258,8 @@ def test_named_customers_are_the_only_ones_checked(
     simulator.now = AVAILABLE_AT
 
     assert sensor.poke(CONTEXT) is True
-    assert sorted(request.path for request in simulator.requests) == sorted(
-        f"/v1/customers/{customer}/costs" for customer in customers
-    )
+    # The first has the day, so the account has it: no listing, and no other customer asked.
+    assert [request.path for request in simulator.requests] == [f"/v1/customers/{customers[0]}/costs"]
 
 
 def test_templated_customer_ids_are_rendered_then_validated_before_any_request(
@@ -255,7 +277,8 @@ def test_templated_customer_ids_are_rendered_then_validated_before_any_request(
     sensor = make_sensor(customer_ids="{{ params.customers }}")
     sensor.render_template_fields({**CONTEXT, "params": {"customers": f"{first},{second}"}})
     assert sensor.poke(CONTEXT) is True
-    assert len(simulator.requests) == 2
+    # The first rendered id has the day, which the whole account then has.
+    assert [request.path for request in simulator.requests] == [f"/v1/customers/{first}/costs"]
 
 
 @pytest.mark.parametrize(
@@ -363,7 +386,9 @@ def test_on_customer_error_skip_leaves_refused_customers_out_and_names_them(
         assert sensor.poke(CONTEXT) is True
 
     (line,) = check_lines(logs)
-    assert line.startswith("1 customer has 2024-01-05 (costs). Skipped 1 customer")
+    assert line.startswith(
+        "Metronome has produced 2024-01-05: asked the one customer (costs). Skipped 1 customer"
+    )
     assert refused in line
     assert "UNIQUE-type billable metric" in line
 
@@ -449,10 +474,11 @@ def test_deferrable_checks_once_in_the_worker_then_defers_with_plain_arguments(
     started = pendulum.now("UTC")
     deferred = defer(sensor)
 
-    # One check before deferring: the customer listing, then the first customer, who lacks the day.
-    assert [record.path for record in simulator.requests].count("/v1/customers") == 1
+    # One check before deferring: the customer listing (active, then archived), then the first
+    # customer, who lacks the day.
+    assert [record.path for record in simulator.requests].count("/v1/customers") == 2
     (asked,) = simulator.requests_for("/costs")
-    assert len(simulator.requests) == 2
+    assert len(simulator.requests) == 3
     assert deferred.method_name == "execute_complete"
     assert deferred.timeout == dt.timedelta(seconds=600) + DEFERRAL_TIMEOUT_GRACE
     _, kwargs = deferred.trigger.serialize()
@@ -494,7 +520,7 @@ def test_deferrable_end_to_end_succeeds(simulator: MetronomeSimulator, metronome
     event = run_in_triggerer(deferred)
 
     assert event["status"] == "success"
-    assert event["message"] == "1 customer has 2024-01-05 (costs)."
+    assert event["message"] == "Metronome has produced 2024-01-05: asked the one customer (costs)."
     assert sensor.resume_execution("execute_complete", {"event": event}, CONTEXT) is None
 
 
@@ -644,3 +670,36 @@ def test_dag_run_timeout_fails_or_skips_in_every_mode(
     assert run_dag(airflow_home, request, **kwargs) == ("skipped" if soft_fail else "failed")
     # Deferrable: the worker's own check, then the trigger's.
     assert len(simulator.requests_for("/costs")) == (2 if mode == "deferrable" else 1)
+
+
+# -- a real account ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("source", ["costs", "invoice_breakdowns"])
+def test_a_real_account_opens_the_gate_once_the_day_is_produced_and_not_before(
+    simulator: MetronomeSimulator, metronome_conn: str, source: str
+) -> None:
+    simulator.add_lifecycle_customers(dt.date(2024, 1, 5), dt.date(2024, 1, 6))
+    sensor = make_sensor(source=source, on_customer_error="skip")
+
+    simulator.now = BEFORE
+    assert sensor.poke(CONTEXT) is False
+    simulator.now = AVAILABLE_AT
+    assert sensor.poke(CONTEXT) is True
+
+
+@pytest.mark.parametrize("source", ["costs", "invoice_breakdowns"])
+def test_customers_with_nothing_billed_asked_first_neither_open_nor_hold_the_gate(
+    simulator: MetronomeSimulator, metronome_conn: str, source: str
+) -> None:
+    roles = simulator.add_lifecycle_customers(dt.date(2024, 1, 5), dt.date(2024, 1, 6))
+    unbilled = roles["no_plan" if source == "costs" else "no_contract"]
+    customers = [unbilled, roles["created_after"], plain_customer(simulator)]
+    sensor = make_sensor(customer_ids=customers, source=source)
+
+    simulator.now = BEFORE
+    assert sensor.poke(CONTEXT) is False
+    simulator.now = AVAILABLE_AT
+    assert sensor.poke(CONTEXT) is True
+    # Neither unbilled customer says anything about the day, whatever the order: the billed one does.
+    assert simulator.requests_for(f"/v1/customers/{plain_customer(simulator)}/")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import subprocess
 import sys
 import time
@@ -58,6 +59,16 @@ def standalone_simulator(tmp_path: Path, *args: str, extra_lines: int = 0) -> It
         process.terminate()
         process.communicate(timeout=30)
     assert process.returncode == 0
+
+
+def not_produced_yet(sim: MetronomeSimulator, customer_ids: list[str], days: list[dt.date]) -> None:
+    """The account's ``days`` are late: withheld from every one of ``customer_ids``.
+
+    Withheld from one customer alone while others have it, a day reads as one that customer has
+    nothing billed on, which the operator and the sensor rightly do not wait for.
+    """
+    for customer_id in customer_ids:
+        sim.withhold(customer_id, days)
 
 
 def billable(sim: MetronomeSimulator) -> list[str]:

@@ -219,19 +219,22 @@ def test_duplicate_window_repeats_the_first_day(sim: MetronomeSimulator) -> None
 
 def test_out_of_range_window(sim: MetronomeSimulator) -> None:
     cid = sim.costs_customer_ids[0]
+    veteran = sim.add_customer(created_at=dt.datetime(2018, 1, 1, tzinfo=dt.timezone.utc))
     sim.inject(Fault.out_of_range_window(), times=3)
 
     costs = get(sim, costs_path(cid), **FIRST_WEEK).json()["data"]
     breakdowns = get(sim, breakdowns_path(cid), **FIRST_WEEK).json()["data"]
     around_2019 = get(
-        sim, costs_path(cid), starting_on="2018-12-01T00:00:00Z", ending_before="2019-02-01T00:00:00Z"
+        sim, costs_path(veteran), starting_on="2018-12-01T00:00:00Z", ending_before="2019-02-01T00:00:00Z"
     ).json()["data"]
 
     assert day_starts(costs) == [*(f"2024-02-0{day}" for day in range(1, 8)), "2019-01-01"]
-    assert costs[-1] == sim.costs_for(cid, dt.date(2019, 1, 1))
+    assert costs[-1]["end_timestamp"] == "2019-01-02T00:00:00Z"
+    assert sim.costs_for(cid, dt.date(2019, 1, 1)) is None  # a made-up window: the customer came in 2020
     assert day_starts(breakdowns, "breakdown_start_timestamp")[-1] == "2019-01-01"
     # When the range covers 2019-01-01, the extra window is the day before the range instead.
     assert day_starts(around_2019)[-1] == "2018-11-30"
+    assert around_2019[-1] == sim.costs_for(veteran, dt.date(2018, 11, 30))
 
     sim.inject(Fault.out_of_range_window(dt.date(2030, 6, 1)))
     assert day_starts(get(sim, costs_path(cid), **FIRST_WEEK).json()["data"])[-1] == "2030-06-01"

@@ -114,7 +114,7 @@ def test_yields_success_once_the_window_is_available(simulator: MetronomeSimulat
     event = asyncio.run(first_event(make_trigger(on_customer_error="skip")))
 
     assert event["status"] == "success"
-    assert event["message"].startswith("All 23 customers have 2024-01-05 (costs). Skipped 2 customers")
+    assert event["message"].startswith("Metronome has produced 2024-01-05: asked ")
     assert {key: event[key] for key in WINDOW} == WINDOW
     assert {request.method for request in simulator.requests} == {"GET"}
 

@@ -17,6 +17,7 @@ from airflow_provider_metronome.utils.records import (
     raw_record,
     to_records,
 )
+from airflow_provider_metronome.utils.sinks import plain_json
 
 DAY = dt.date(2024, 1, 5)
 CUSTOMER = "4e1c9b58-0a4c-4b8e-9d0e-5f0e2d7c1a3b"
@@ -167,7 +168,7 @@ def test_breakdown_line_items_carry_quantity_product_and_invoice(data: Metronome
         assert len(records) == len(answer["line_items"])
         for record, item in zip(records, answer["line_items"], strict=True):
             assert tuple(record) == BREAKDOWN_LINE_ITEM_FIELDS
-            assert record == {
+            assert plain_json(record) == {
                 "customer_id": customer_id,
                 "start_timestamp": answer["breakdown_start_timestamp"],
                 "end_timestamp": answer["breakdown_end_timestamp"],

@@ -8,24 +8,18 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from pytest_mock import MockerFixture
 
-from airflow_provider_metronome.models import CostWindow, InvoiceBreakdown
-from airflow_provider_metronome.testing import MetronomeSimulator
 from airflow_provider_metronome.utils import storage
-from airflow_provider_metronome.utils.records import raw_record
 from airflow_provider_metronome.utils.storage import (
     AtomicJsonLinesWriter,
     check_output_uri,
-    encode_raw_object,
     encode_record,
     iter_output,
     open_output,
     storage_path,
-    to_day_lines,
 )
 
 CUSTOMER = "4e1c9b58-0a4c-4b8e-9d0e-5f0e2d7c1a3b"
@@ -167,31 +161,3 @@ def test_only_stale_temporaries_of_the_same_target_are_removed(tmp_path: Path, m
     with local(target) as writer:
         writer.write(b"{}\n")
     assert sorted(os.listdir(tmp_path)) == sorted([target.name, other.name])
-
-
-@pytest.mark.parametrize("source", ["costs", "invoice_breakdowns"])
-def test_the_raw_fast_path_writes_what_encoding_the_raw_record_writes(source: str) -> None:
-    day = dt.date(2024, 1, 5)
-    with MetronomeSimulator(now=dt.datetime(2024, 2, 1, tzinfo=dt.timezone.utc)) as sim:
-        customer = sim.costs_customer_ids[0]
-        if source == "costs":
-            objects: list[Any] = [CostWindow.model_validate(sim.costs_for(customer, day))]
-        else:
-            objects = [
-                InvoiceBreakdown.model_validate(item)
-                for item in sim.breakdowns_for(customer, day, day + dt.timedelta(days=1))
-            ]
-
-    lines = to_day_lines("raw", customer, [(day, item) for item in objects])
-
-    assert lines == [(day, [encode_record(raw_record(customer, item)) for item in objects])]
-    # Whatever the values: text needing escapes, tiny and huge numbers, ints kept ints.
-    unusual = CostWindow.model_validate(
-        {
-            "start_timestamp": "2024-01-05T00:00:00Z",
-            "end_timestamp": "2024-01-06T00:00:00Z",
-            "credit_types": {"c": {"name": 'Café "☃"\n', "cost": 1e-7, "line_item_breakdown": []}},
-            "extra": 12345678901234567890,
-        }
-    )
-    assert encode_raw_object(CUSTOMER, unusual) == encode_record(raw_record(CUSTOMER, unusual))
