@@ -245,22 +245,25 @@ def fetch_customers(
             submit(customer_id)
             if len(pending) >= 2 * max_workers:
                 break
+
+        def try_again(index: int, result: CustomerResult[ResultT]) -> None:
+            """Put a transiently failed customer back in its place, to be fetched after a pause."""
+            assert result.failed is not None
+            pause = budget.pause_before(result)
+            hook.log.warning(
+                "Customer %s still failed after the hook's retries (%s); trying it again in %.0f s "
+                "(%d of the run's %d tries again used)",
+                result.customer_id,
+                result.failed.cause,
+                pause,
+                budget.used,
+                budget.total,
+            )
+            pending[index] = fetch(result.customer_id, result.attempt + 1, pause)
+
         while pending:
-            _raise_any_failure(pending)
+            _wait_for_head(pending, try_again)
             result = pending.popleft().result()
-            if result.failed is not None:
-                pause = budget.pause_before(result)
-                hook.log.warning(
-                    "Customer %s still failed after the hook's retries (%s); trying it again in %.0f s "
-                    "(%d of the run's %d tries again used)",
-                    result.customer_id,
-                    result.failed.cause,
-                    pause,
-                    budget.used,
-                    budget.total,
-                )
-                pending.appendleft(fetch(result.customer_id, result.attempt + 1, pause))
-                continue
             next_id = next(queue, None)
             if next_id is not None:
                 submit(next_id)
@@ -274,19 +277,26 @@ def fetch_customers(
         progress.finish()
 
 
-def _raise_any_failure(pending: deque[Future[Any]]) -> None:
-    """Wait for the first customer's result, but raise at once if any customer already failed.
+def _wait_for_head(
+    pending: deque[Future[CustomerResult[ResultT]]],
+    try_again: Callable[[int, CustomerResult[ResultT]], None],
+) -> None:
+    """Wait until the first customer has its result, acting on every other result as it comes.
 
-    The run fails whichever customer failed first, so there is no point waiting, in order, for
-    customers ahead of it (at a throttled rate that can be minutes).
+    A customer that failed for good fails the run at once: there is no point waiting, in order, for
+    customers ahead of it (at a throttled rate that can be minutes). One that failed transiently is
+    tried again at once, wherever it stands, rather than when its turn comes.
     """
-    head = pending[0]
-    while not head.done():
-        running = [future for future in pending if not future.done()]
-        wait(running, return_when=FIRST_COMPLETED)
-        for future in pending:
-            if future.done() and future.exception() is not None:
-                future.result()
+    while True:
+        for index, future in enumerate(pending):
+            if not future.done():
+                continue
+            result = future.result()  # raises the customer's error
+            if result.failed is not None:
+                try_again(index, result)
+        if pending[0].done():
+            return
+        wait([future for future in pending if not future.done()], return_when=FIRST_COMPLETED)
 
 
 def _fetch_one(
