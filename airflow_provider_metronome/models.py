@@ -125,11 +125,11 @@ def _refuse_non_finite(value: Any) -> None:
     # msgspec writes a non-finite float as null: find one, if that null came from it.
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"a record holds {value}, which is not JSON; it cannot be written")
-    if isinstance(value, dict):
-        value = value.values()
-    if isinstance(value, (list, tuple, type({}.values()))):
-        for item in value:
-            _refuse_non_finite(item)
+    children = (
+        value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else ()
+    )
+    for item in children:
+        _refuse_non_finite(item)
 
 
 def _as_json_number(value: int | float) -> JsonNumber:

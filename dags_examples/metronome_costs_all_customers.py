@@ -1,9 +1,13 @@
-"""Every active customer's costs for a day, fanned out in batches with dynamic task mapping.
+"""Every customer's costs for a day, fanned out in batches with dynamic task mapping.
 
-``list_customer_batches`` lists the active customers through the hook and splits them into
-batches; one mapped ``MetronomeCostsOperator`` per batch writes its own object (``{map_index}``
-keeps the names apart), and ``report`` sums up what was written: customers, records, totals
-per credit type, and the customers skipped (for example plans with a UNIQUE-type metric, which
+``list_customer_batches`` lists the customers of the day the batches fetch (the window the operator
+resolves: the run's data interval, else the UTC day before its logical date) through the hook: the
+active ones and those archived after the day began, without those created after it ended, each
+once, so that a backfill also covers customers archived since. It splits them into batches; one
+mapped ``MetronomeCostsOperator`` per batch writes its own object (``{map_index}`` keeps the names
+apart), and ``report`` reads the objects back, through the storage connection each was written with
+(the manifest's ``conn_id``), and sums up what was written: customers, records, exact totals per
+credit type, and the customers skipped (for example plans with a UNIQUE-type metric, which
 ``/costs`` does not serve).
 
 The operator gates on availability itself: when Metronome has not produced the day for some
@@ -18,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 import pendulum
@@ -25,6 +30,7 @@ import pendulum
 from airflow_provider_metronome.hooks.metronome import MetronomeHook
 from airflow_provider_metronome.operators.costs import MetronomeCostsOperator
 from airflow_provider_metronome.utils.storage import summarize_output
+from airflow_provider_metronome.utils.window import resolve_window
 
 try:
     from airflow.sdk import DAG, task
@@ -41,7 +47,7 @@ BASE_URI = "{{ var.value.get('metronome_costs_base_uri', '" + DEFAULT_BASE_URI +
 
 with DAG(
     dag_id="metronome_costs_all_customers",
-    description="All active customers' Metronome costs for a day, one object per customer batch.",
+    description="All customers' Metronome costs for a day, one object per customer batch.",
     schedule="@daily",
     start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
     catchup=False,
@@ -52,8 +58,11 @@ with DAG(
 ):
     # [START customer_batches]
     @task
-    def list_customer_batches() -> list[list[str]]:
-        ids = MetronomeHook().list_active_customer_ids()
+    def list_customer_batches(**context: Any) -> list[list[str]]:
+        # The customers of the day the batches fetch, by the operator's own rule: a backfill's day
+        # includes customers archived since, and leaves out those created after it.
+        day = resolve_window(context)
+        ids = MetronomeHook().list_window_customers(day.start, day.end).ids
         return [ids[start : start + BATCH_SIZE] for start in range(0, len(ids), BATCH_SIZE)]
 
     fetch = MetronomeCostsOperator.partial(
@@ -66,16 +75,20 @@ with DAG(
 
     @task
     def report(manifests: list[dict[str, Any]]) -> dict[str, Any]:
-        summaries = [summarize_output(manifest["uri"]) for manifest in manifests]
-        totals: dict[str, float] = {}
+        # Each object is read through the storage connection it was written with (its conn_id@).
+        summaries = [
+            summarize_output(manifest["uri"], conn_id=manifest.get("conn_id")) for manifest in manifests
+        ]
+        totals: dict[str, Decimal] = {}
         for summary in summaries:
             for credit_type, cost in summary["totals"].items():
-                totals[credit_type] = round(totals.get(credit_type, 0) + cost, 2)
+                totals[credit_type] = totals.get(credit_type, Decimal(0)) + cost
         result = {
             "objects": [manifest["uri"] for manifest in manifests],
             "customers": sum(manifest["customers"] for manifest in manifests),
             "records": sum(manifest["records"] for manifest in manifests),
-            "totals": totals,
+            # Exact sums, as text: XCom would keep Decimals as floats.
+            "totals": {credit_type: str(total) for credit_type, total in sorted(totals.items())},
             "skipped": [skip for manifest in manifests for skip in manifest["skipped"]],
         }
         log.info("Wrote %s", result)

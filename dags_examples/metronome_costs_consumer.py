@@ -3,7 +3,9 @@
 The pattern to copy: schedule on the Asset the producing task lists in ``outlets``, then read the
 objects named in the triggering event's ``extra`` (the operator puts its manifest there): one
 ``uri`` for a single-object run, or ``objects`` (one per day) for a ``split_by_day`` run. Only the
-objects whose ``changed`` is true hold anything new; the others were left as they were.
+objects whose ``changed`` is true hold anything new; the others were left as they were. Each object
+is read through the storage connection it was written with, the manifest's ``conn_id`` (``uri`` is
+the public address, without the ``conn_id@`` of ``s3://conn_id@bucket/...``).
 """
 
 from __future__ import annotations
@@ -48,7 +50,10 @@ with DAG(
                 for entry in objects:
                     if not entry.get("changed", True):
                         continue
-                    summary = summarize_output(entry["uri"])
+                    # Through the storage connection it was written with (s3://<conn_id>@...).
+                    summary = summarize_output(entry["uri"], conn_id=entry.get("conn_id"))
+                    # Exact Decimal totals, as text: XCom would keep them as floats.
+                    summary["totals"] = {name: str(total) for name, total in summary["totals"].items()}
                     log.info("%s: %s", entry["date"], summary)
                     summaries.append(summary)
         return summaries

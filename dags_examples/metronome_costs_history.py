@@ -10,8 +10,9 @@ from there (a 90-day history is three runs instead of 90 daily ones). A run refu
 days, which is why history loads in monthly runs. Days already stored with the same bytes are left
 untouched, so re-running a month is cheap for the store.
 
-The sensor holds the newest month until Metronome has produced its last day (it asks three
-customers spread over the list); the operator verifies every customer's days before writing.
+The sensor holds the newest month until Metronome has produced its last day (it asks at most three
+customers spread over the list); the operator verifies every customer's days before writing. Each
+month covers the customers that existed in it, those archived since included.
 """
 
 from __future__ import annotations

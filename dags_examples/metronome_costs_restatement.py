@@ -10,9 +10,11 @@ not change is left untouched; the manifest's ``changed_days`` lists the others, 
 carries the manifest, so a consumer reloads only those days. Every write is atomic: readers see
 either the old or the new version of a day, never a mix.
 
-A day is replaced only by a complete one: if Metronome answers without some day for some customer,
-the task fails before writing any day, and every stored object stays as it was (the operator's
-default ``on_missing_days="fail"``).
+A day is replaced only by a complete one: if Metronome has not produced some day of the window yet
+(customers billed until then lack it and no customer has it), the task fails before writing any day,
+and every stored object stays as it was (the operator's default ``on_missing_days="fail"``). A
+customer with nothing billed on a day (created, archived or without a contract in the window) does
+not hold the other customers' days up: the manifest names it under ``not_billed``.
 """
 
 from __future__ import annotations

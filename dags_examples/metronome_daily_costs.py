@@ -1,21 +1,28 @@
-"""Daily Metronome costs for every active customer, one object per data day.
+"""Daily Metronome costs for every customer of the day, one object per data day.
 
 Runs once a day (UTC) and, with ``catchup=True``, a backfill is just a ``start_date`` in the past.
 The sensor waits (deferred, without holding a worker slot) until Metronome has produced the day,
 then the operator writes it to ``<base>/costs/date=<data day>/costs.jsonl.gz``, replacing the
 object atomically if the day is ever re-run with different data (and leaving it untouched if not).
 
+The customers of the day are those that existed on it: the active ones and those archived since the
+day began, without those created after it ended (a backfill covers customers archived since). A
+customer with nothing billed that day (no contract, a contract that ended) does not hold the day
+up; the manifest names it under ``not_billed``.
+
 The sensor is a cheap gate: while the day is missing, each check asks one customer (the one that
-lacked it last time) after listing the customers; once it is there, it asks three customers spread
-over the list. The operator then verifies every customer's day itself before writing anything, and
-fails (to be retried) if some customer still lacks it.
+lacked it last time) after listing the customers; once it is there, the first customer of its
+sample that has the day is enough (it asks at most three, spread over the list). The operator then
+verifies every customer's day itself before writing anything, and fails (to be retried) if the day
+is still missing.
 
 ``metronome_costs_history`` fills the same layout for past months, and
 ``metronome_costs_restatement`` re-fetches the trailing days, which may still change.
 
 The base URI is the Airflow Variable ``metronome_costs_base_uri`` (also settable as the environment
-variable ``AIRFLOW_VAR_METRONOME_COSTS_BASE_URI``), for example ``s3://my-bucket/metronome``;
-by default a ``file://`` folder under AIRFLOW_HOME.
+variable ``AIRFLOW_VAR_METRONOME_COSTS_BASE_URI``), for example ``s3://aws_lake@my-bucket/metronome``
+(``aws_lake``: the Airflow connection to write and read with); by default a ``file://`` folder under
+AIRFLOW_HOME.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ import socket
 from pathlib import Path
 
 import pytest
+from pytest_mock import MockerFixture
 
 from airflow_provider_metronome.testing import MetronomeSimulator
 
@@ -30,7 +31,7 @@ def test_every_example_file_is_covered() -> None:
 
 @pytest.mark.parametrize("file_name", sorted(EXPECTED_DAGS))
 def test_example_dag_parses_cleanly_without_network(
-    file_name: str, metronome_conn: str, simulator: MetronomeSimulator, mocker: pytest.MockFixture
+    file_name: str, metronome_conn: str, simulator: MetronomeSimulator, mocker: MockerFixture
 ) -> None:
     connect = mocker.patch.object(
         socket.socket, "connect", side_effect=AssertionError("network at parse time")

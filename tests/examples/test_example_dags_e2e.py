@@ -12,8 +12,9 @@ import datetime as dt
 import gzip
 import importlib
 import json
+import re
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -24,9 +25,12 @@ from sqlalchemy import func, select
 from airflow_provider_metronome._compat import AIRFLOW_V3
 from airflow_provider_metronome.models import CostWindow, InvoiceBreakdown
 from airflow_provider_metronome.testing import MetronomeSimulator
-from airflow_provider_metronome.utils.records import to_records
+from airflow_provider_metronome.utils.records import Record, to_records
 from airflow_provider_metronome.utils.storage import encode_record
+from airflow_provider_metronome.utils.validation import Source
 from tests.support.runs import DagRunResult, clock_moves_to, run_dag_once
+from tests.support.s3 import MotoS3, forget_cached_s3_stores, free_port, moto_s3_server
+from tests.support.simulator import not_produced_yet
 
 try:
     from airflow.dag_processing.dagbag import DagBag
@@ -41,6 +45,15 @@ ALL_CUSTOMERS = "metronome_costs_all_customers.py"
 RESTATEMENT = "metronome_costs_restatement.py"
 CONSUMER = "metronome_costs_consumer.py"
 HISTORY = "metronome_costs_history.py"
+# The source each example fetches as written.
+EXAMPLE_SOURCES: dict[str, Source] = {
+    DAILY: "invoice_breakdowns",
+    ALL_CUSTOMERS: "costs",
+    RESTATEMENT: "invoice_breakdowns",
+    CONSUMER: "invoice_breakdowns",
+    HISTORY: "invoice_breakdowns",
+}
+SOURCES: list[Source] = ["invoice_breakdowns", "costs"]
 DAILY_COSTS_ASSET = "metronome://costs/daily"
 ONE_DAY = dt.timedelta(days=1)
 SENSOR_TIMEOUT = 60
@@ -74,19 +87,30 @@ class Examples:
         self.dags_folder = dags_folder
         self.written: list[Path] = []
 
-    def load(self, file_name: str, *, dag_id: str | None = None, timetable: str | None = None) -> Any:
-        """The example's DAG; ``dag_id`` and ``timetable`` (Python source) make a variant of it."""
+    def load(
+        self,
+        file_name: str,
+        *,
+        dag_id: str | None = None,
+        timetable: str | None = None,
+        source: Source | None = None,
+    ) -> Any:
+        """The example's DAG; ``dag_id``, ``timetable`` (Python source) and ``source`` make a variant of it.
+
+        A ``source`` other than the example's own makes a variant named ``<dag id>_<source>``.
+        """
         example_id = Path(file_name).stem
-        source = (EXAMPLES / file_name).read_text()
+        code = (EXAMPLES / file_name).read_text()
         if timetable is not None:
-            source = replace_once(
-                source, "from __future__ import annotations\n", TIMETABLE_IMPORTS, keep=True
-            )
-            source = replace_once(source, 'schedule="@daily"', f"schedule={timetable}")
+            code = replace_once(code, "from __future__ import annotations\n", TIMETABLE_IMPORTS, keep=True)
+            code = replace_once(code, 'schedule="@daily"', f"schedule={timetable}")
+        if source is not None and source != EXAMPLE_SOURCES[file_name]:
+            code = with_source(code, source)
+            dag_id = dag_id or f"{example_id}_{source}"
         if dag_id is not None:
-            source = replace_once(source, f'dag_id="{example_id}"', f'dag_id="{dag_id}"')
+            code = replace_once(code, f'dag_id="{example_id}"', f'dag_id="{dag_id}"')
         path = self.dags_folder / f"{dag_id or example_id}.py"
-        path.write_text(source)
+        path.write_text(code)
         self.written.append(path)
         bag = DagBag(dag_folder=str(path))
         assert bag.import_errors == {}
@@ -111,6 +135,22 @@ def replace_once(source: str, old: str, new: str, *, keep: bool = False) -> str:
     """``source`` with its only ``old`` replaced by ``new`` (or followed by it, with ``keep``)."""
     assert source.count(old) == 1, f"expected exactly one {old!r} in the example"
     return source.replace(old, old + new if keep else new)
+
+
+def with_source(code: str, source: Source) -> str:
+    """An example's code fetching ``source`` instead of its own.
+
+    Where the example names its source, every ``source=`` changes; ``/costs`` refuses customers whose
+    plan has a UNIQUE-type metric, so a task switched to it also skips them (``on_customer_error``), as
+    the README advises. An example without a ``source=`` (all-customers, on ``/costs``) gets one in its
+    mapped operator.
+    """
+    named = re.compile(r'^(?P<indent> +)source="[a-z_]+",\n', re.MULTILINE)
+    if named.search(code) is None:
+        skip = '        on_customer_error="skip",\n'
+        return replace_once(code, skip, f'        source="{source}",\n', keep=True)
+    skip_refused = '\\g<indent>on_customer_error="skip",\n' if source == "costs" else ""
+    return named.sub(f'\\g<indent>source="{source}",\n{skip_refused}', code)
 
 
 @pytest.fixture
@@ -198,24 +238,146 @@ def cost_lines(sim: MetronomeSimulator, customer_ids: Iterable[str], day: dt.dat
     return lines
 
 
-def invoice_totals(sim: MetronomeSimulator, customer_ids: Iterable[str], day: dt.date) -> dict[str, float]:
-    """Each credit type's total over the customers' invoices of ``day``, straight from the simulator."""
+def invoice_totals(sim: MetronomeSimulator, customer_ids: Iterable[str], day: dt.date) -> dict[str, str]:
+    """Each credit type's exact total over the customers' invoices of ``day``, straight from the simulator.
+
+    As text, the way the examples return totals (XCom would keep a ``Decimal`` as a float).
+    """
     totals: dict[str, Decimal] = {}
     for customer_id in customer_ids:
         for invoice in sim.breakdowns_for(customer_id, day, day + ONE_DAY):
             name = invoice["credit_type"]["name"]
             totals[name] = totals.get(name, Decimal(0)) + Decimal(str(invoice["total"]))
-    return {name: float(round(total, 2)) for name, total in sorted(totals.items())}
+    return {name: str(total) for name, total in sorted(totals.items())}
 
 
-def cost_totals(sim: MetronomeSimulator, customer_ids: Iterable[str], day: dt.date) -> dict[str, float]:
-    """Each credit type's cost over the customers' ``/costs`` windows of ``day``."""
+def cost_totals(sim: MetronomeSimulator, customer_ids: Iterable[str], day: dt.date) -> dict[str, str]:
+    """Each credit type's exact cost over the customers' ``/costs`` windows of ``day``, as text."""
     totals: dict[str, Decimal] = {}
     for customer_id in customer_ids:
-        for credit_type in sim.costs_for(customer_id, day)["credit_types"].values():
+        window = sim.costs_for(customer_id, day)
+        for credit_type in [] if window is None else window["credit_types"].values():
             name = credit_type["name"]
             totals[name] = totals.get(name, Decimal(0)) + Decimal(str(credit_type["cost"]))
-    return {name: float(round(total, 2)) for name, total in sorted(totals.items())}
+    return {name: str(total) for name, total in sorted(totals.items())}
+
+
+def source_totals(
+    sim: MetronomeSimulator, source: Source, customer_ids: Iterable[str], day: dt.date
+) -> dict[str, str]:
+    return (invoice_totals if source == "invoice_breakdowns" else cost_totals)(sim, customer_ids, day)
+
+
+# -- a real account: the simulator's own model of who is billed when ------------------------------------
+
+
+def parse_moment(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def window_customer_ids(sim: MetronomeSimulator, first: dt.date, end: dt.date) -> list[str]:
+    """Every customer that existed at some moment of ``[first, end)``, sorted: created, archived or not.
+
+    From every customer the simulator knows (archived and not yet created ones included), by its own
+    ``created_at`` and ``archived_at``; not from a listing.
+    """
+    start, stop = midnight(str(first)), midnight(str(end))
+    ids = []
+    for customer in sim.customers:
+        archived_at = customer["archived_at"]
+        if parse_moment(customer["created_at"]) < stop and (
+            archived_at is None or parse_moment(archived_at) > start
+        ):
+            ids.append(customer["id"])
+    return sorted(ids)
+
+
+def served_ids(sim: MetronomeSimulator, source: Source, customer_ids: Iterable[str]) -> list[str]:
+    """``customer_ids`` without those ``source`` refuses (``/costs``: a UNIQUE-type metric), sorted."""
+    refused = set(sim.unique_metric_customer_ids) if source == "costs" else set()
+    return sorted(customer for customer in customer_ids if customer not in refused)
+
+
+def billed_objects(
+    sim: MetronomeSimulator, source: Source, customer_id: str, day: dt.date
+) -> list[CostWindow | InvoiceBreakdown]:
+    """What the customer has for ``day`` in the simulator's model: nothing on a day it is not billed."""
+    if day not in sim.billed_days(customer_id, source, day, day + ONE_DAY):
+        return []
+    if source == "costs":
+        window = sim.costs_for(customer_id, day)
+        assert window is not None, f"{customer_id} is billed on {day} but has no /costs window"
+        return [CostWindow.model_validate(window)]
+    return [
+        InvoiceBreakdown.model_validate(item) for item in sim.breakdowns_for(customer_id, day, day + ONE_DAY)
+    ]
+
+
+def model_records(
+    sim: MetronomeSimulator, source: Source, day: dt.date, customer_ids: Iterable[str] | None = None
+) -> list[Record]:
+    """The ``line_items`` records of ``day`` the model expects, in id order.
+
+    Of every customer the simulator knows (or of ``customer_ids``), that ``source`` serves and bills
+    that day.
+    """
+    known = [customer["id"] for customer in sim.customers] if customer_ids is None else customer_ids
+    records: list[Record] = []
+    for customer_id in served_ids(sim, source, known):
+        records.extend(to_records("line_items", customer_id, billed_objects(sim, source, customer_id, day)))
+    return records
+
+
+def customer_days(records: Iterable[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    """The (customer, day) of each record, in order: a customer missing or written twice shows here."""
+    return [(str(record["customer_id"]), str(record["start_timestamp"])[:10]) for record in records]
+
+
+def not_billed_ids(
+    sim: MetronomeSimulator, source: Source, first: dt.date, end: dt.date
+) -> dict[str, list[str]]:
+    """For each day of ``[first, end)``, the window's customers served by ``source`` but not billed on it."""
+    customers = served_ids(sim, source, window_customer_ids(sim, first, end))
+    by_day: dict[str, list[str]] = {}
+    day = first
+    while day < end:
+        unbilled = [cid for cid in customers if not sim.billed_days(cid, source, day, day + ONE_DAY)]
+        if unbilled:
+            by_day[str(day)] = unbilled
+        day += ONE_DAY
+    return by_day
+
+
+def check_days_against_the_model(
+    sim: MetronomeSimulator, source: Source, objects: Mapping[dt.date, bytes]
+) -> set[str]:
+    """Each day's object holds every billed customer's records once, as the model has them; who was written.
+
+    ``objects`` maps each day to the uncompressed bytes stored for it.
+    """
+    written: set[str] = set()
+    for day, content in objects.items():
+        records = [json.loads(line) for line in content.splitlines()]
+        expected = model_records(sim, source, day)
+        # No customer with costs that day missing, none twice.
+        assert customer_days(records) == customer_days(expected), day
+        assert content == b"".join(map(encode_record, expected)), day
+        written |= {str(record["customer_id"]) for record in records}
+    return written
+
+
+def check_lifecycle_roles(roles: Mapping[str, str], source: Source, written: set[str]) -> None:
+    """The lifecycle customers billed in the window were written; the others were not.
+
+    For windows of several days: a day without usage has no line item, so on one day alone a billed
+    customer may have nothing to write.
+    """
+    unbilled = "no_contract" if source == "invoice_breakdowns" else "no_plan"
+    billed = {"created_inside", "archived_inside", "archived_after", "plan_ends_inside", "plan_starts_inside"}
+    billed.add("no_plan" if source == "invoice_breakdowns" else "no_contract")
+    assert {role for role, customer in roles.items() if customer in written} == billed
+    for role in ("archived_before", "created_after", unbilled):
+        assert roles[role] not in written
 
 
 # -- asset events ----------------------------------------------------------------------------------------
@@ -326,7 +488,17 @@ def test_daily_dag_writes_consecutive_days_from_the_simulators_data(
             "records": content.count(b"\n"),
             "bytes": path.stat().st_size,
             "changed": True,
+            # A file:// URI names no storage connection.
+            "conn_id": None,
             "missing_days": {},
+            "not_billed": {},
+            # The customers of the day: the simulator's archived customers left it in 2020.
+            "customer_set": {
+                "active": len(sim.active_customer_ids),
+                "archived": 0,
+                "created_after_window": 0,
+                "archived_before_window": len(sim.archived_customer_ids),
+            },
             "skipped": [],
         }
     assert files_in(lake) == [f"costs/date=2024-01-0{day}/costs.jsonl.gz" for day in (1, 2, 3)]
@@ -395,12 +567,13 @@ def test_daily_dag_waits_until_metronome_has_the_day(
 
     assert run.task_states() == {("wait_for_costs", -1): "success", ("fetch_costs", -1): "success"}
     listings = [record for record in simulator.requests if record.path == "/v1/customers"]
-    # The first check lists the customers, and so do the check that finds the day and the operator;
-    # the checks in between ask the customer that was missing the day, and nothing else.
-    assert len(listings) == 3
-    # The check that finds the day asks that customer and two more (a sample of three); the operator
-    # asks every customer.
-    waiting_checks = len(simulator.requests_for("/invoices/breakdowns")) - 3 - customers
+    # The first check lists the customers of the day, and so do the check that finds the day and the
+    # operator (each listing reads the active customers, then the archived ones); the checks in
+    # between ask the customer that was missing the day, and nothing else.
+    assert sorted(record.query["only_archived"][0] for record in listings) == ["false"] * 3 + ["true"] * 3
+    # The check that finds the day asks that customer, who has it: so has the account, and the check
+    # stops there (its sample of three is not needed); the operator asks every customer.
+    waiting_checks = len(simulator.requests_for("/invoices/breakdowns")) - 1 - customers
     assert waiting_checks >= 2
     assert read_object(day_object(lake, day)) == breakdown_lines(
         simulator, simulator.active_customer_ids, day
@@ -507,8 +680,9 @@ def test_history_then_daily_then_restatement_share_one_layout(
 
     assert loaded.task_states() == {("wait_for_month", -1): "success", ("load_month", -1): "success"}
     assert loaded.data_interval == (midnight("2024-01-01"), midnight("2024-02-01"))
-    # The sensor asks three customers; the operator one request per customer for the 31 days.
-    assert len(simulator.requests_for("/invoices/breakdowns")) == 3 + len(simulator.active_customer_ids)
+    # The sensor's first customer has every day of the month, so the account has them: one request;
+    # the operator one request per customer for the 31 days.
+    assert len(simulator.requests_for("/invoices/breakdowns")) == 1 + len(simulator.active_customer_ids)
     for day in january:
         assert read_object(day_object(lake, day)) == breakdown_lines(
             simulator, simulator.active_customer_ids, day
@@ -599,9 +773,10 @@ def test_restatement_never_replaces_a_complete_day_with_one_lacking_days(
         examples.run(daily, midnight(str(day + ONE_DAY)))
     complete = {day: read_object(day_object(lake, day)) for day in days}
     stamps = {day: stamp(day_object(lake, day)) for day in days}
-    # Re-fetched later, Metronome answers without 2024-01-18 for one customer.
-    late = sorted(sim.active_customer_ids)[3]
-    sim.withhold(late, [days[1]])
+    # Re-fetched later, Metronome answers without 2024-01-19 for the whole account: a day it has not
+    # produced (one customer alone lacking a day others have reads as nothing billed, not late).
+    customers = sorted(sim.active_customer_ids)
+    not_produced_yet(sim, customers, [days[2]])
 
     run = examples.run(restatement, midnight("2024-01-20"), conf={"days": 3})
 
@@ -609,5 +784,259 @@ def test_restatement_never_replaces_a_complete_day_with_one_lacking_days(
     # No day is written: each keeps the complete object the daily DAG wrote, untouched.
     assert {day: read_object(day_object(lake, day)) for day in days} == complete
     assert {day: stamp(day_object(lake, day)) for day in days} == stamps
-    assert late.encode() in complete[days[1]]
+    assert all(customer.encode() in complete[days[2]] for customer in customers)
     assert files_in(lake) == [f"costs/date={day}/costs.jsonl.gz" for day in days]
+
+
+# -- a real account: customers created, archived, without a contract or a plan --------------------------
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_daily_dag_on_a_real_account_writes_every_billed_customer_once(
+    sim: MetronomeSimulator, examples: Examples, lake: Path, source: Source
+) -> None:
+    days = [dt.date(2024, 1, 14), dt.date(2024, 1, 15), dt.date(2024, 1, 16)]
+    end = days[-1] + ONE_DAY
+    # Around the three days: created on the middle one, archived on it or after them, none before.
+    roles = sim.add_lifecycle_customers(days[0], end)
+    dag = examples.load(DAILY, source=source)
+
+    runs = {day: examples.run(dag, midnight(str(day + ONE_DAY))) for day in days}
+
+    objects = {}
+    for day, run in runs.items():
+        assert run.task_states() == {("wait_for_costs", -1): "success", ("fetch_costs", -1): "success"}
+        manifest = run.xcom("fetch_costs")
+        assert manifest["missing_days"] == {}
+        assert {listed: entry["customer_ids"] for listed, entry in manifest["not_billed"].items()} == (
+            not_billed_ids(sim, source, day, day + ONE_DAY)
+        )
+        refused = sorted(set(sim.unique_metric_customer_ids)) if source == "costs" else []
+        assert sorted(skip["customer_id"] for skip in manifest["skipped"]) == refused
+        objects[day] = read_object(day_object(lake, day))
+    written = check_days_against_the_model(sim, source, objects)
+    check_lifecycle_roles(roles, source, written)
+    assert files_in(lake) == [f"costs/date={day}/costs.jsonl.gz" for day in days]
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_history_dag_on_a_real_account_writes_every_billed_customer_once(
+    sim: MetronomeSimulator, examples: Examples, lake: Path, source: Source
+) -> None:
+    january = [dt.date(2024, 1, 1) + dt.timedelta(days=offset) for offset in range(31)]
+    roles = sim.add_lifecycle_customers(january[0], dt.date(2024, 2, 1))
+    history = examples.load(HISTORY, source=source)
+
+    run = examples.run(history, midnight("2024-02-01"))
+
+    assert run.task_states() == {("wait_for_month", -1): "success", ("load_month", -1): "success"}
+    manifest = run.xcom("load_month")
+    assert manifest["missing_days"] == {}
+    assert {listed: entry["customer_ids"] for listed, entry in manifest["not_billed"].items()} == (
+        not_billed_ids(sim, source, january[0], dt.date(2024, 2, 1))
+    )
+    # The customers of the month: the active ones and those archived in it or since, once each.
+    assert manifest["customer_set"]["archived"] == 2
+    written = check_days_against_the_model(
+        sim, source, {day: read_object(day_object(lake, day)) for day in january}
+    )
+    check_lifecycle_roles(roles, source, written)
+    assert files_in(lake) == [f"costs/date={day}/costs.jsonl.gz" for day in january]
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_restatement_dag_on_a_real_account_rewrites_every_billed_customer_once(
+    sim: MetronomeSimulator, examples: Examples, lake: Path, source: Source
+) -> None:
+    # Its defaults: the 7 days up to the one the daily DAG fetches on 2024-01-20.
+    days = [dt.date(2024, 1, 13) + dt.timedelta(days=offset) for offset in range(7)]
+    roles = sim.add_lifecycle_customers(days[0], days[-1] + ONE_DAY)
+    restatement = examples.load(RESTATEMENT, source=source)
+
+    run = examples.run(restatement, midnight("2024-01-20"))
+
+    assert run.task_states() == {("trailing_window", -1): "success", ("refetch_days", -1): "success"}
+    manifest = run.xcom("refetch_days")
+    assert manifest["window"] == {
+        "starting_on": "2024-01-13T00:00:00Z",
+        "ending_before": "2024-01-20T00:00:00Z",
+    }
+    assert manifest["changed_days"] == [str(day) for day in days]
+    assert manifest["missing_days"] == {}
+    assert {listed: entry["customer_ids"] for listed, entry in manifest["not_billed"].items()} == (
+        not_billed_ids(sim, source, days[0], days[-1] + ONE_DAY)
+    )
+    written = check_days_against_the_model(
+        sim, source, {day: read_object(day_object(lake, day)) for day in days}
+    )
+    check_lifecycle_roles(roles, source, written)
+    assert files_in(lake) == [f"costs/date={day}/costs.jsonl.gz" for day in days]
+
+
+# -- on S3, as the README writes the base URI: s3://<aws conn id>@<bucket>/... ------------------------------
+
+S3_CONN_ID = "aws_lake"
+S3_BUCKET = "metronome-lake"
+S3_PREFIX = "metronome"
+
+
+@pytest.fixture(scope="module")
+def moto_server() -> Iterator[MotoS3]:
+    """One moto_server process for the module's S3 tests."""
+    pytest.importorskip("s3fs", reason="s3:// output needs the s3 extra: pip install '.[s3]'")
+    pytest.importorskip("airflow.providers.amazon", reason="s3:// output needs the s3 extra")
+    pytest.importorskip("moto.server", reason="the S3 tests need moto[server] (the test extra)")
+    with moto_s3_server(bucket=S3_BUCKET) as server:
+        yield server
+
+
+@pytest.fixture
+def s3_lake(moto_server: MotoS3, lake: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MotoS3]:
+    """The examples' base URI in an empty moto bucket, through the ``aws_lake`` connection it names.
+
+    Anything reading or writing an object without that connection falls back to boto3's own
+    credentials and endpoint, which here is a closed loopback port: it fails instead of reaching AWS.
+    """
+    moto_server.clear()
+    monkeypatch.setenv(f"AIRFLOW_CONN_{S3_CONN_ID.upper()}", moto_server.connection_json)
+    monkeypatch.setenv("AIRFLOW_VAR_METRONOME_COSTS_BASE_URI", f"s3://{S3_CONN_ID}@{S3_BUCKET}/{S3_PREFIX}")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    forget_cached_s3_stores()
+    yield moto_server
+    forget_cached_s3_stores()
+
+
+def s3_day_key(day: dt.date) -> str:
+    return f"{S3_PREFIX}/costs/date={day}/costs.jsonl.gz"
+
+
+def s3_uri(key: str) -> str:
+    """The public URI of ``key``, as manifests and summaries name it: without the ``conn_id@``."""
+    return f"s3://{S3_BUCKET}/{key}"
+
+
+def s3_object(s3: MotoS3, key: str) -> bytes:
+    return gzip.decompress(s3.get_bytes(key))
+
+
+def summary_of(s3: MotoS3, key: str, totals: dict[str, str]) -> dict[str, Any]:
+    """What the consumer logs and returns for one object, read straight from the bucket."""
+    records = [json.loads(line) for line in s3_object(s3, key).splitlines()]
+    return {
+        "uri": s3_uri(key),
+        "customers": len({record["customer_id"] for record in records}),
+        "records": len(records),
+        "totals": totals,
+    }
+
+
+def test_consumer_reads_the_days_of_daily_and_restatement_runs_through_the_s3_connection(
+    sim: MetronomeSimulator, examples: Examples, s3_lake: MotoS3
+) -> None:
+    register_daily_costs_asset()
+    days = [dt.date(2024, 1, 13) + dt.timedelta(days=offset) for offset in range(7)]
+    roles = sim.add_lifecycle_customers(days[0], days[-1] + ONE_DAY)
+    daily = examples.load(DAILY)
+    restatement = examples.load(RESTATEMENT)
+    consumer = examples.load(CONSUMER)
+    source: Source = "invoice_breakdowns"
+
+    # The daily DAG writes the newest day: one object, one asset event.
+    before = last_asset_event_id()
+    produced = examples.run(daily, midnight("2024-01-20"))
+    ((daily_event, _, extra),) = asset_events_after(before)
+    assert produced.xcom("fetch_costs")["uri"] == s3_uri(s3_day_key(days[-1]))
+    assert extra["conn_id"] == S3_CONN_ID
+    with pytest.MonkeyPatch.context() as patch:
+        consume_in_next_run(patch, daily_event)
+        first = examples.run(consumer, midnight("2024-01-20") + dt.timedelta(hours=1))
+
+    assert first.task_states() == {("log_day_totals", -1): "success"}
+    newest = window_customer_ids(sim, days[-1], days[-1] + ONE_DAY)
+    assert first.xcom("log_day_totals") == [
+        summary_of(s3_lake, s3_day_key(days[-1]), source_totals(sim, source, newest, days[-1]))
+    ]
+
+    # The restatement rewrites the trailing week, one object per day; the newest is unchanged.
+    before = last_asset_event_id()
+    restated = examples.run(restatement, midnight("2024-01-20"))
+    ((restatement_event, _, extra),) = asset_events_after(before)
+    assert restated.xcom("refetch_days")["changed_days"] == [str(day) for day in days[:-1]]
+    assert {entry["conn_id"] for entry in extra["objects"]} == {S3_CONN_ID}
+    with pytest.MonkeyPatch.context() as patch:
+        consume_in_next_run(patch, restatement_event)
+        second = examples.run(consumer, midnight("2024-01-20") + dt.timedelta(hours=2))
+
+    assert second.task_states() == {("log_day_totals", -1): "success"}
+    # Only the days written anew, each read back through the connection the manifest names.
+    assert second.xcom("log_day_totals") == [
+        summary_of(
+            s3_lake,
+            s3_day_key(day),
+            source_totals(sim, source, window_customer_ids(sim, day, day + ONE_DAY), day),
+        )
+        for day in days[:-1]
+    ]
+    written = check_days_against_the_model(
+        sim, source, {day: s3_object(s3_lake, s3_day_key(day)) for day in days}
+    )
+    check_lifecycle_roles(roles, source, written)
+    assert s3_lake.list_keys() == [s3_day_key(day) for day in days]
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_all_customers_dag_on_a_real_account_on_s3_reports_through_the_connection(
+    sim: MetronomeSimulator,
+    examples: Examples,
+    s3_lake: MotoS3,
+    monkeypatch: pytest.MonkeyPatch,
+    source: Source,
+) -> None:
+    day = dt.date(2024, 1, 15)
+    roles = sim.add_lifecycle_customers(day, day + ONE_DAY)
+    dag = examples.load(ALL_CUSTOMERS, source=source)
+    monkeypatch.setitem(dag.get_task("list_customer_batches").python_callable.__globals__, "BATCH_SIZE", 10)
+    # The customers of the day, not today's active ones: those archived since are in, those created
+    # after it are out.
+    customers = window_customer_ids(sim, day, day + ONE_DAY)
+    assert roles["archived_after"] in customers
+    assert roles["archived_after"] not in sim.active_customer_ids
+    assert roles["created_after"] not in customers
+    assert roles["created_after"] in sim.active_customer_ids
+    batches = [customers[start : start + 10] for start in range(0, len(customers), 10)]
+
+    run = examples.run(dag, midnight(str(day + ONE_DAY)))
+
+    assert run.task_states() == {
+        ("list_customer_batches", -1): "success",
+        **{("fetch_batch", index): "success" for index in range(len(batches))},
+        ("report", -1): "success",
+    }
+    assert run.xcom("list_customer_batches") == batches
+    keys = [f"{S3_PREFIX}/costs-by-batch/date={day}/batch-{index}.jsonl.gz" for index in range(len(batches))]
+    written: set[str] = set()
+    for index, (batch, key) in enumerate(zip(batches, keys, strict=True)):
+        content = s3_object(s3_lake, key)
+        records = [json.loads(line) for line in content.splitlines()]
+        expected = model_records(sim, source, day, batch)
+        assert customer_days(records) == customer_days(expected)
+        assert content == b"".join(map(encode_record, expected))
+        written |= {record["customer_id"] for record in records}
+        manifest = run.xcom("fetch_batch", map_index=index)
+        assert (manifest["uri"], manifest["conn_id"]) == (s3_uri(key), S3_CONN_ID)
+    # Each customer of the day was asked once (a day without usage has no line item to show it), and
+    # the customers archived before it or created after it not at all.
+    for role, customer in roles.items():
+        asked = len(sim.requests_for(f"/v1/customers/{customer}/"))
+        assert asked == (1 if customer in customers else 0), role
+    report = run.xcom("report")
+    assert report["objects"] == [s3_uri(key) for key in keys]
+    assert report["customers"] == len(written)
+    assert report["records"] == sum(len(s3_object(s3_lake, key).splitlines()) for key in keys)
+    # Read back through the connection: exact totals of what the model bills.
+    assert report["totals"] == source_totals(sim, source, served_ids(sim, source, customers), day)
+    refused = [customer for customer in customers if customer in set(sim.unique_metric_customer_ids)]
+    expected_skipped = refused if source == "costs" else []
+    assert sorted(skip["customer_id"] for skip in report["skipped"]) == expected_skipped
+    assert s3_lake.list_keys() == keys

@@ -21,6 +21,7 @@ provider use boto3's own credential chain and endpoint, not ``aws_default``.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import socket
@@ -242,6 +243,24 @@ def moto_s3_server(
             _stop(process)
 
 
+def forget_cached_s3_stores() -> None:
+    """Drop Airflow's cached ``s3`` ObjectStores, so that no file system outlives the endpoint it was made for.
+
+    Airflow keeps one store per protocol and connection id for the life of the process, with the
+    connection's endpoint baked in: a test module starting its own moto_server calls this before and
+    after its tests.
+    """
+    for module_name in ("airflow.sdk.io.store", "airflow.io.store"):
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        cache = getattr(module, "_STORE_CACHE", None)
+        if isinstance(cache, dict):
+            for alias in [alias for alias in cache if str(alias).startswith("s3")]:
+                cache.pop(alias, None)
+
+
 __all__ = [
     "ACCESS_KEY_ID",
     "DEFAULT_BUCKET",
@@ -249,6 +268,7 @@ __all__ = [
     "SECRET_ACCESS_KEY",
     "MotoS3",
     "MotoServerError",
+    "forget_cached_s3_stores",
     "free_port",
     "moto_s3_server",
 ]
