@@ -102,21 +102,27 @@ def _cost_window_lines(customer_id: str, window: CostWindow) -> Iterator[Record]
             "start_timestamp": window.start_timestamp,
             "end_timestamp": window.end_timestamp,
             "credit_type_id": credit_type_id,
-            "credit_type_name": credit_type.name,
+            "credit_type_name": credit_type.get("name"),
         }
         yield from ({**common, **line} for line in _credit_type_lines(credit_type))
 
 
 def _credit_type_lines(credit_type: CreditTypeCost) -> Iterator[Record]:
-    if not credit_type.line_item_breakdown:
-        yield {"line_item_name": None, "group_key": None, "group_value": None, "cost": credit_type.cost}
-        return
-    for line in credit_type.line_item_breakdown:
+    lines = credit_type.get("line_item_breakdown")
+    if not lines:
         yield {
-            "line_item_name": line.name,
-            "group_key": line.group_key,
-            "group_value": line.group_value,
-            "cost": line.cost,
+            "line_item_name": None,
+            "group_key": None,
+            "group_value": None,
+            "cost": credit_type.get("cost"),
+        }
+        return
+    for line in lines:
+        yield {
+            "line_item_name": line["name"],
+            "group_key": line.get("group_key"),
+            "group_value": line.get("group_value"),
+            "cost": line["cost"],
         }
 
 
@@ -127,8 +133,8 @@ def _breakdown_lines(invoice: InvoiceBreakdown) -> Iterator[Record]:
             "customer_id": invoice.customer_id,
             "start_timestamp": invoice.breakdown_start_timestamp,
             "end_timestamp": invoice.breakdown_end_timestamp,
-            "credit_type_id": invoice.credit_type.id,
-            "credit_type_name": invoice.credit_type.name,
+            "credit_type_id": invoice.credit_type["id"],
+            "credit_type_name": invoice.credit_type["name"],
             "line_item_name": None,
             "group_key": None,
             "group_value": None,
@@ -144,20 +150,20 @@ def _breakdown_lines(invoice: InvoiceBreakdown) -> Iterator[Record]:
 
 
 def _breakdown_line(invoice: InvoiceBreakdown, line: InvoiceLineItem) -> Record:
-    credit_type = line.credit_type or invoice.credit_type
+    credit_type = line.get("credit_type") or invoice.credit_type
     return {
         "customer_id": invoice.customer_id,
         "start_timestamp": invoice.breakdown_start_timestamp,
         "end_timestamp": invoice.breakdown_end_timestamp,
-        "credit_type_id": credit_type.id,
-        "credit_type_name": credit_type.name,
-        "line_item_name": line.name,
-        "group_key": line.group_key,
-        "group_value": line.group_value,
-        "cost": line.total,
-        "quantity": line.quantity,
-        "product_id": line.product_id,
-        "line_item_type": line.type,
+        "credit_type_id": credit_type["id"],
+        "credit_type_name": credit_type["name"],
+        "line_item_name": line["name"],
+        "group_key": line.get("group_key"),
+        "group_value": line.get("group_value"),
+        "cost": line["total"],
+        "quantity": line.get("quantity"),
+        "product_id": line.get("product_id"),
+        "line_item_type": line.get("type"),
     }
 
 

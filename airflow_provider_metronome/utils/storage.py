@@ -38,7 +38,7 @@ from urllib.parse import urlsplit
 import fsspec
 
 from airflow_provider_metronome._compat import ObjectStoragePath
-from airflow_provider_metronome.models import SourceObject, dump_json, parse_json
+from airflow_provider_metronome.models import SourceObject, dump_json, parse_json, refuse_non_finite
 from airflow_provider_metronome.utils.records import Record, record_amounts, to_day_records
 from airflow_provider_metronome.utils.validation import RecordFormat
 from airflow_provider_metronome.utils.window import DayWindow
@@ -511,8 +511,14 @@ def encode_record(record: Record) -> bytes:
     """One JSON Lines line: compact JSON, keys in the record's order, UTF-8, ending with a newline.
 
     Numbers are written with the digits Metronome sent (:func:`~airflow_provider_metronome.models.dump_json`);
-    U+2028, U+2029 and U+0085 are escaped.
+    U+2028, U+2029 and U+0085 are escaped; a NaN or infinite float is refused.
     """
+    refuse_non_finite(record)
+    return _encode_line(record)
+
+
+def _encode_line(record: Record) -> bytes:
+    """:func:`encode_record` of a record made from a validated answer, which holds no float at all."""
     line = dump_json(record)
     # In valid JSON these bytes occur only inside strings, where the escape means the same character.
     for raw, escaped in _LINE_BREAKING:
@@ -526,7 +532,7 @@ def to_day_lines(
 ) -> DayLines:
     """One customer's day-ordered objects as encoded lines of ``record_format``, grouped by day."""
     return [
-        (day, [encode_record(record) for record in records])
+        (day, [_encode_line(record) for record in records])
         for day, records in to_day_records(record_format, customer_id, day_objects)
     ]
 
