@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import signal
 import sys
@@ -50,12 +51,19 @@ FAULTS: dict[str, Callable[[], Fault]] = {
 }
 
 
+# The one fault that takes an argument on the command line: ``status=CODE``.
+STATUS_FAULT = "status="
+FAULT_FORM = "KIND[:PATH_SUBSTRING[:TIMES]][@PROBABILITY[,SEED]]"
+
+
 class FaultArgument(NamedTuple):
-    """A ``--fault`` option: what to inject, where (None: every path) and how often (None: forever)."""
+    """A ``--fault`` option: what, where (None: any path), how many answers (None: forever), how likely."""
 
     fault: Fault
     path: str | None
     times: int | None
+    probability: float | None = None
+    seed: int = 0
 
 
 def _timestamp(text: str) -> datetime:
@@ -82,7 +90,7 @@ def _optional(text: str | None, parse: Callable[[str], _Value]) -> _Value | None
     return None if text is None else parse(text)
 
 
-def _customer(text: str) -> CustomerSpec:
+def customer_spec(text: str) -> CustomerSpec:
     """A ``--customer`` SPEC: comma-separated key=value pairs, ``created_at`` required."""
     fields: dict[str, str] = {}
     for part in text.split(","):
@@ -121,19 +129,53 @@ def _window(text: str) -> tuple[date, date]:
     return first_day, end_day
 
 
-def _fault(text: str) -> FaultArgument:
-    """A ``--fault`` KIND[:PATH_SUBSTRING[:TIMES]]."""
-    parts = text.split(":")
+def fault_argument(text: str) -> FaultArgument:
+    """A ``--fault`` KIND[:PATH_SUBSTRING[:TIMES]][@PROBABILITY[,SEED]].
+
+    TIMES defaults to 1, or to forever with a PROBABILITY (then it counts the faulted answers).
+    """
+    where, at, chance = text.partition("@")
+    parts = where.split(":")
     if len(parts) > 3:
-        raise argparse.ArgumentTypeError(f"expected KIND[:PATH_SUBSTRING[:TIMES]], got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected {FAULT_FORM}, got {text!r}")
     kind, path, times = (*parts, "", "")[:3]
-    if kind not in FAULTS:
-        raise argparse.ArgumentTypeError(f"unknown fault {kind!r}; known faults: {', '.join(FAULTS)}")
-    if times == "forever":
-        return FaultArgument(FAULTS[kind](), path or None, None)
-    if times and not (times.isdigit() and int(times) >= 1):
+    fault = _fault_of(kind)
+    probability, seed = _chance(chance) if at else (None, 0)
+    if times == "forever" or (not times and probability is not None):
+        count = None
+    elif not times or (times.isdigit() and int(times) >= 1):
+        count = int(times or 1)
+    else:
         raise argparse.ArgumentTypeError(f"TIMES must be a positive count or 'forever', got {times!r}")
-    return FaultArgument(FAULTS[kind](), path or None, int(times or 1))
+    return FaultArgument(fault, path or None, count, probability, seed)
+
+
+def _fault_of(kind: str) -> Fault:
+    if kind.startswith(STATUS_FAULT):
+        code = kind.removeprefix(STATUS_FAULT)
+        if not (code.isdigit() and 100 <= int(code) <= 599):
+            raise argparse.ArgumentTypeError(f"status=CODE needs an HTTP status code, got {code!r}")
+        return Fault.status(int(code))
+    if kind not in FAULTS:
+        known = ", ".join((f"{STATUS_FAULT}CODE", *FAULTS))
+        raise argparse.ArgumentTypeError(f"unknown fault {kind!r}; known faults: {known}")
+    return FAULTS[kind]()
+
+
+def _chance(text: str) -> tuple[float, int]:
+    """PROBABILITY[,SEED]: a number from 0 to 1, and an integer seed (default 0)."""
+    raw_probability, comma, raw_seed = text.partition(",")
+    try:
+        probability = float(raw_probability)
+    except ValueError:
+        probability = math.nan
+    if not 0 <= probability <= 1:
+        raise argparse.ArgumentTypeError(f"PROBABILITY must be a number from 0 to 1, got {raw_probability!r}")
+    try:
+        seed = int(raw_seed) if comma else 0
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"SEED must be an integer, got {raw_seed!r}") from None
+    return probability, seed
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -202,7 +244,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--customer",
-        type=_customer,
+        type=customer_spec,
         action="append",
         default=[],
         metavar="SPEC",
@@ -223,14 +265,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--fault",
-        type=_fault,
+        type=fault_argument,
         action="append",
         default=[],
-        metavar="KIND[:PATH_SUBSTRING[:TIMES]]",
+        metavar=FAULT_FORM,
         help=(
             "inject a fault (repeatable) into the next TIMES requests (a positive count, default 1, or "
-            "'forever') whose path contains PATH_SUBSTRING (default: any path); KIND is one of "
-            + ", ".join(FAULTS)
+            "'forever') whose path contains PATH_SUBSTRING (default: any path). With @PROBABILITY (0 to "
+            "1) each such request gets it with that probability, drawn from its own generator seeded "
+            "with SEED (default 0), so a run is reproducible for a given request order; TIMES then counts "
+            "the faulted answers and defaults to 'forever' (e.g. status=503@0.1,7). KIND is one of "
+            f"{STATUS_FAULT}CODE (answer that HTTP status), " + ", ".join(FAULTS)
         ),
     )
     return parser
@@ -286,7 +331,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         roles = simulator.add_lifecycle_customers(*args.lifecycle_window)
         added += [(customer_id, role) for role, customer_id in roles.items()]
     for injected in args.fault:
-        simulator.inject(injected.fault, injected.path, injected.times)
+        simulator.inject(
+            injected.fault,
+            injected.path,
+            injected.times,
+            probability=injected.probability,
+            seed=injected.seed,
+        )
     with simulator:
         if args.port_file is not None:
             _write_port_file(args.port_file, simulator.port)

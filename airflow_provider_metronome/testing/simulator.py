@@ -3,19 +3,22 @@
 It serves ``GET /v1/customers``, ``GET /v1/customers/{id}/costs`` and
 ``GET /v1/customers/{id}/invoices/breakdowns`` over real HTTP/1.1 keep-alive connections, with the
 documented authentication, errors and cursor pagination, customers that are created and archived over
-time (:mod:`~airflow_provider_metronome.testing.accounts`), a settable clock, injectable faults, an optional
-per-token rate limit, optional TLS and a log of every request it received.
+time (:mod:`~airflow_provider_metronome.testing.accounts`), a settable clock, injectable faults (on the
+next requests, or on a seeded random share of them), an optional per-token rate limit, optional TLS and a
+log of every request it received.
 """
 
 from __future__ import annotations
 
 import base64
 import copy
+import enum
 import hashlib
 import ipaddress
 import itertools
 import json
 import math
+import random
 import re
 import shutil
 import socket
@@ -440,6 +443,15 @@ class RequestRecord:
     """The answer's status code; None while it is being handled, or when the connection closed unanswered."""
     throttled: bool = False
     """Whether the rate limit refused it (a 429 from :meth:`Fault.status` is not throttled)."""
+    fault: FaultKind | None = None
+    """The transport fault that answered it or shaped its answer (``status``, ``drop``, ``html_body``,
+    ``slow``...), if any; page and window faults are not noted."""
+
+
+class _Unset(enum.Enum):
+    """The default of :meth:`MetronomeSimulator.inject`'s ``times``, which depends on ``probability``."""
+
+    UNSET = enum.auto()
 
 
 @dataclass
@@ -447,6 +459,16 @@ class _FaultRule:
     fault: Fault
     path: str | None
     remaining: int | None
+    probability: float | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        # The rule's own generator: its draws depend on the requests it could alter alone.
+        self._draws = random.Random(self.seed)
+
+    def fires(self) -> bool:
+        """Whether this request gets the fault: always without a probability, else a draw."""
+        return self.probability is None or self._draws.random() < self.probability
 
 
 @dataclass(frozen=True)
@@ -459,6 +481,8 @@ class _Response:
     seconds_per_byte: float = 0.0
     """Above zero, the body is trickled out a byte at a time (Fault.trickle)."""
     content_type: str = "application/json"
+    fault: FaultKind | None = None
+    """The transport fault behind this answer, for the request log."""
 
 
 @dataclass(frozen=True)
@@ -504,11 +528,15 @@ class _FaultRegistry:
         self._lock = threading.Lock()
         self._rules: list[_FaultRule] = []
 
-    def add(self, fault: Fault, path: str | None, times: int | None) -> None:
+    def add(
+        self, fault: Fault, path: str | None, times: int | None, probability: float | None, seed: int
+    ) -> None:
         if times is not None and times < 1:
             raise ValueError("times must be at least 1, or None for a fault that never runs out")
+        if probability is not None and not 0 <= probability <= 1:
+            raise ValueError(f"probability must be between 0 and 1, got {probability}")
         with self._lock:
-            self._rules.append(_FaultRule(fault, path, times))
+            self._rules.append(_FaultRule(fault, path, times, probability, seed))
 
     def clear(self) -> None:
         with self._lock:
@@ -522,13 +550,15 @@ class _FaultRegistry:
         """``use(fault)`` for the first active fault of ``kinds`` matching ``path`` that it can use (not None).
 
         Spends one use of that fault only: a fault waits for a request it has something to alter in.
+        A fault with a probability draws only then, under the lock, so that its draws follow the order
+        of the requests it could alter.
         """
         with self._lock:
             for rule in self._rules:
                 if rule.fault.kind not in kinds or (rule.path is not None and rule.path not in path):
                     continue
                 result = use(rule.fault)
-                if result is None:
+                if result is None or not rule.fires():
                     continue
                 if rule.remaining is not None:
                     rule.remaining -= 1
@@ -602,7 +632,9 @@ class _RequestLog:
             if response is None or generation != self._generation:
                 return
             status = None if response.drop else response.status
-            self._records[index] = replace(self._records[index], status=status, throttled=response.throttled)
+            self._records[index] = replace(
+                self._records[index], status=status, throttled=response.throttled, fault=response.fault
+            )
             self.throttled_count += response.throttled
 
     def clear(self) -> None:
@@ -1344,8 +1376,21 @@ class MetronomeSimulator:
 
     # -- faults and request log --------------------------------------------------------------------------
 
-    def inject(self, fault: Fault, path: str | None = None, times: int | None = 1) -> None:
+    def inject(
+        self,
+        fault: Fault,
+        path: str | None = None,
+        times: int | _Unset | None = _Unset.UNSET,
+        *,
+        probability: float | None = None,
+        seed: int = 0,
+    ) -> None:
         """Apply ``fault`` to the next ``times`` requests (None: forever) whose path contains ``path``.
+
+        Without ``probability``, ``times`` defaults to 1. With it, each request the fault could alter
+        gets it with that ``probability`` (0 to 1), drawn from a ``random.Random(seed)`` of this
+        injection alone, so the same requests in the same order get the same faults; ``times`` then
+        counts the faulted answers and defaults to None (a share of every request from then on).
 
         - Transport faults (status, drop, slow, malformed_json, redirect, bad_encoding, trickle, html_body,
           empty_body) fire before authentication and routing, but after the rate limit.
@@ -1357,9 +1402,13 @@ class MetronomeSimulator:
           duplicate_key, odd_text, foreign_customer) fire only on successful costs and breakdowns pages
           with data, and only once the page has what they alter (a number, a line item, an invoice).
 
-        A fault waiting for its kind of request lets every other request pass untouched.
+        A fault waiting for its kind of request lets every other request pass untouched, and draws
+        nothing for it. Faults are tried in the order injected: one that does not fire (or waits)
+        lets the next have the request.
         """
-        self._faults.add(fault, path, times)
+        if isinstance(times, _Unset):
+            times = 1 if probability is None else None
+        self._faults.add(fault, path, times, probability, seed)
 
     def clear_faults(self) -> None:
         self._faults.clear()
@@ -1435,15 +1484,16 @@ class MetronomeSimulator:
             time.sleep(self.latency)
         fault = self._faults.take(incoming.path, _TRANSPORT_FAULTS)
         if fault is not None and fault.kind not in {"slow", "trickle"}:
-            return self._transport_fault_response(fault, incoming)
+            return replace(self._transport_fault_response(fault, incoming), fault=fault.kind)
         if fault is not None and fault.kind == "slow":
             time.sleep(fault.seconds)
         try:
             response = self._dispatch(incoming)
         except _ApiError as error:
             response = _json_response(error.status, {"message": error.message}, error.headers)
-        if fault is not None and fault.kind == "trickle":
-            response = replace(response, seconds_per_byte=fault.seconds)
+        if fault is not None:
+            seconds_per_byte = fault.seconds if fault.kind == "trickle" else 0.0
+            response = replace(response, seconds_per_byte=seconds_per_byte, fault=fault.kind)
         return response
 
     def _transport_fault_response(self, fault: Fault, incoming: _Incoming) -> _Response:

@@ -2,10 +2,10 @@
 
 ``python -m tests.benchmarks.fetch_paths {operator,requests,sdk} --url URL --token T --out DIR
 [--max-workers N]`` prints ``{"seconds", "customers", "windows", "client_requests", "max_workers",
-"output"}`` as one JSON line. Each path lists the active customers (100 per page), fetches each one's
-costs for :data:`~tests.benchmarks.common.DAY` and writes one JSON line per costs window to a file: the
-same work and the same records (the SDK re-encodes them). ``seconds`` covers the fetch and the write,
-not the imports.
+"output"}`` (the operator also its ``"manifest"``) as one JSON line. Each path lists the active
+customers (100 per page), fetches each one's costs for :data:`~tests.benchmarks.common.DAY` and
+writes one JSON line per costs window to a file: the same work and the same records (the SDK
+re-encodes them). ``seconds`` covers the fetch and the write, not the imports.
 """
 
 from __future__ import annotations
@@ -108,12 +108,19 @@ def run_sdk(url: str, token: str, out: Path) -> dict[str, Any]:
 
 
 def run_operator(
-    out: Path, max_workers: int | None, customer_ids: list[str] | None = None, name: str = "operator"
+    out: Path,
+    max_workers: int | None,
+    customer_ids: list[str] | None = None,
+    name: str = "operator",
+    *,
+    source: str = "costs",
+    window: tuple[str, str] = (STARTING_ON, ENDING_BEFORE),
 ) -> dict[str, Any]:
     """``MetronomeCostsOperator.execute()`` with its defaults, to a ``file://`` JSON Lines object.
 
     :param max_workers: None for the operator's default.
-    :param customer_ids: None for every active customer (listed by the operator).
+    :param customer_ids: None for the customers of the window (listed by the operator).
+    :param window: ``starting_on`` and ``ending_before``.
     A failed run is reported (``failed``), not raised: the rate-limit part publishes failures too.
     """
     from airflow_provider_metronome.operators.costs import MetronomeCostsOperator
@@ -123,8 +130,9 @@ def run_operator(
         task_id="costs",
         customer_ids=customer_ids,
         output_uri=f"file://{out}/{name}.jsonl",
-        starting_on=STARTING_ON,
-        ending_before=ENDING_BEFORE,
+        starting_on=window[0],
+        ending_before=window[1],
+        source=source,  # type: ignore[arg-type]
         **tuning,
     )
     started = time.perf_counter()
@@ -141,6 +149,7 @@ def run_operator(
         "client_requests": None,
         "max_workers": operator.max_workers,
         "output": str(out / f"{name}.jsonl"),
+        "manifest": manifest,
     }
 
 
@@ -210,10 +219,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--max-workers", type=int, help="operator only; default: the operator's default")
     parser.add_argument("--customers-file", type=Path, help="operator only: a JSON list of customer ids")
     parser.add_argument("--name", default="operator", help="operator only: the output file's name")
+    parser.add_argument("--source", default="costs", help="operator only: costs or invoice_breakdowns")
+    parser.add_argument("--starting-on", default=STARTING_ON, help="operator only: the window's start")
+    parser.add_argument("--ending-before", default=ENDING_BEFORE, help="operator only: the window's end")
     args = parser.parse_args(argv)
     if args.path == "operator":
         ids = json.loads(args.customers_file.read_text()) if args.customers_file else None
-        emit(run_operator(args.out, args.max_workers, ids, args.name))
+        window = (args.starting_on, args.ending_before)
+        emit(run_operator(args.out, args.max_workers, ids, args.name, source=args.source, window=window))
     elif args.path == "requests-tenacity":
         emit(run_requests_tenacity(args.url, args.token, args.out))
     elif args.path == "requests":

@@ -12,7 +12,12 @@ test run. It starts the project's simulator in a separate process and measures:
    sensor, before and after one fetch per customer per window (:mod:`tests.benchmarks.request_budget`);
 6. the all-customers fetch under a rate-limited simulator, against the version before the rate
    controller and a plain ``requests`` + ``tenacity`` loop (:mod:`tests.benchmarks.rate_limit`);
-7. the client CPU per request, against the version before (:mod:`tests.benchmarks.request_cpu`).
+7. the client CPU per request, against the version before (:mod:`tests.benchmarks.request_cpu`);
+8. a real account: the customers of a 7-day window, some archived after it or created inside it, in
+   requests against the minimum and records against the simulator's model
+   (:mod:`tests.benchmarks.real_account`);
+9. ordinary turbulence: 503s and HTML pages under a rate limit, ten seeded runs against their floor
+   and a calm run's bytes (:mod:`tests.benchmarks.turbulence`; ``--turbulence-runs`` for fewer).
 
 Progress goes to stderr; the results go to stdout as markdown, ready to paste under the README's
 "Benchmarks" heading. ``--only`` runs some parts; the targets of parts not run are left out. The exit
@@ -47,8 +52,10 @@ from tests.benchmarks import (  # noqa: E402
     import_cost,
     memory_child,
     rate_limit,
+    real_account,
     request_budget,
     request_cpu,
+    turbulence,
 )
 from tests.benchmarks.common import DAY, PAGE_SIZE, airflow_env, run_child  # noqa: E402
 from tests.benchmarks.simulator_process import SimulatorProcess  # noqa: E402
@@ -78,6 +85,8 @@ PARTS = (
     "budgetlimited",
     "ratelimit",
     "requestcpu",
+    "realaccount",
+    "turbulence",
 )
 
 
@@ -119,9 +128,13 @@ class FetchRun:
 # -- 1. all-customers fetch --------------------------------------------------------------------------
 
 
-def _expected_requests(customers: int) -> tuple[int, int]:
-    """Customer-list pages and costs pages, from the page size: one day fits one page per customer."""
-    return math.ceil(customers / PAGE_SIZE), customers
+def _expected_requests(customers: int, *, archived_listing: bool = True) -> tuple[int, int]:
+    """Customer-list pages and costs pages, from the page size: one day fits one page per customer.
+
+    The operator also lists the archived customers (one page: the simulator's few, archived long
+    before the day); the baselines list the active ones only.
+    """
+    return math.ceil(customers / PAGE_SIZE) + int(archived_listing), customers
 
 
 def _read_output(path: str) -> tuple[list[str], list[Any]]:
@@ -165,9 +178,9 @@ def _fetch_once(
     return result, sim.stats()
 
 
-def _check_fetch(label: str, result: dict[str, Any], stats: dict[str, Any]) -> None:
+def _check_fetch(label: str, path: str, result: dict[str, Any], stats: dict[str, Any]) -> None:
     """Refuse to publish a figure for a run that did not do exactly the expected work."""
-    list_pages, costs_pages = _expected_requests(FETCH_CUSTOMERS)
+    list_pages, costs_pages = _expected_requests(FETCH_CUSTOMERS, archived_listing=path == "operator")
     counted = stats["by_endpoint"]
     problems = []
     if result["customers"] != FETCH_CUSTOMERS or result["windows"] != FETCH_CUSTOMERS:
@@ -200,7 +213,7 @@ def run_fetch() -> tuple[list[FetchRun], str]:
                 tuning = f" (max_workers={workers or 'default'})" if path == "operator" else ""
                 progress(f"fetch: {label}{tuning}, run {attempt + 1}/{repeats}")
                 result, stats = _fetch_once(sim, env, Path(tmp), path, workers)
-                _check_fetch(label, result, stats)
+                _check_fetch(label, path, result, stats)
                 seconds.append(result["seconds"])
             outputs.setdefault(label.split(",")[0], _read_output(result["output"]))
             runs.append(
@@ -303,7 +316,7 @@ def cpu_section(result: dict[str, Any]) -> tuple[list[str], list[Target]]:
         f"{result['line_items_seconds'] * 1e6:,.0f} | {result['line_items_seconds'] / floor:.2f}x |",
         "",
         "Provider = the hook's parse and validation (`Page[CostWindow].model_validate_json`), then the "
-        "fetch engine's `check_day_windows`, then `to_day_lines` (raw: each object's own serializer, `customer_id` in front; line_items: `to_records` and `encode_record`). The floor produces the same "
+        "fetch engine's `check_day_windows`, then `to_day_lines` (raw: the object as sent, `customer_id` in front; line_items: `to_records`; both encoded with every number's digits as sent). The floor produces the same "
         "bytes as the raw format (checked). Best of "
         f"{cpu_page.TIMING_REPEATS} timeit repeats.",
     ]
@@ -500,10 +513,26 @@ def targets_table(targets: list[Target]) -> list[str]:
     return lines
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _count(text: str) -> int:
+    if not (text.isdigit() and int(text) >= 1):
+        raise argparse.ArgumentTypeError(f"expected a positive count, got {text!r}")
+    return int(text)
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--only", choices=PARTS, action="append", help="run only this part (repeatable)")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--turbulence-runs",
+        type=_count,
+        default=turbulence.RUNS,
+        help="seeded runs of the turbulence part, 2-3 minutes each (default and published: %(default)s)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     parts = args.only or list(PARTS)
     started = time.monotonic()
     sections: list[list[str]] = []
@@ -548,6 +577,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         lines, found = request_cpu.run()
         return lines, [Target(*target) for target in found]
 
+    def realaccount() -> tuple[list[str], list[Target]]:
+        lines, found = real_account.run()
+        return lines, [Target(*target) for target in found]
+
+    def turbulent() -> tuple[list[str], list[Target]]:
+        lines, found = turbulence.run(args.turbulence_runs)
+        return lines, [Target(*target) for target in found]
+
     part("fetch", fetch)
     part("cpu", cpu)
     part("memory", lambda: memory_section(run_memory()))
@@ -557,6 +594,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     part("budgetlimited", budget_limited)
     part("ratelimit", ratelimit)
     part("requestcpu", requestcpu)
+    part("realaccount", realaccount)
+    part("turbulence", turbulent)
     progress(f"done in {time.monotonic() - started:.0f} s")
 
     report = [header(), targets_table(targets), *sections]

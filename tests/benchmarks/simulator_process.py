@@ -3,18 +3,23 @@
 ``python -m tests.benchmarks.simulator_process --customers 1000 --latency-ms 50`` prints one JSON line
 with the URL, then answers commands on stdin, one per line, each with one JSON line on stdout:
 
-- ``stats``: requests received since the last reset, by endpoint, the 429s of the rate limit, and the
-  most handled at once;
+- ``stats``: requests received since the last reset, by endpoint, the 429s of the rate limit, the
+  answers of each injected transport fault, and the most handled at once;
 - ``reset``: forget the logged requests;
-- ``customers``: the active customer ids, in listing order (without a request, so outside any rate limit).
+- ``customers``: the active customer ids, in listing order (without a request, so outside any rate limit);
+- ``model SOURCE FIRST_DAY END_DAY``: the simulator's own model of the days ``[FIRST_DAY, END_DAY)``
+  for ``costs`` or ``invoice_breakdowns``: each customer billed on some of them, with those days and
+  the records the API serves for them, and how many customers each listing holds.
 
 It stops when stdin closes. Unlike ``python -m airflow_provider_metronome.testing``, it sets the size
 of line-item breakdowns and the number of UNIQUE-metric customers, and reports the exact request count.
+``--customer`` and ``--fault`` take the forms of that command line.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import subprocess
@@ -26,9 +31,12 @@ from types import TracebackType
 from typing import Any
 
 from airflow_provider_metronome.testing import DEFAULT_TOKEN, MetronomeSimulator, RateLimit
+from airflow_provider_metronome.testing.__main__ import FAULT_FORM, customer_spec, fault_argument
+from airflow_provider_metronome.testing.accounts import BilledSource
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FROZEN_NOW = "2024-02-01T00:00:00+00:00"
+_SOURCES: dict[str, BilledSource] = {"costs": "costs", "invoice_breakdowns": "invoice_breakdowns"}
 
 
 def _endpoint(path: str) -> str:
@@ -44,7 +52,31 @@ def _stats(sim: MetronomeSimulator) -> dict[str, Any]:
         "by_endpoint": dict(Counter(_endpoint(record.path) for record in records)),
         "unauthorized": sum(not record.authorized for record in records),
         "throttled": sim.throttled_count,
+        "faults": dict(Counter(record.fault for record in records if record.fault is not None)),
         "max_in_flight": sim.max_in_flight,
+    }
+
+
+def _model(sim: MetronomeSimulator, source: str, first: str, end: str) -> dict[str, Any]:
+    """The ``model`` command: what the simulator itself says the days ``[first, end)`` hold."""
+    billed_source = _SOURCES.get(source)
+    if billed_source is None:
+        return {"error": f"unknown source {source!r}"}
+    first_day, end_day = dt.date.fromisoformat(first), dt.date.fromisoformat(end)
+    customers = {}
+    for customer in sim.customers:
+        days = sim.billed_days(customer["id"], billed_source, first_day, end_day)
+        if not days:
+            continue
+        if billed_source == "costs":
+            records = len(days)  # one window a day
+        else:
+            records = len(sim.breakdowns_for(customer["id"], first_day, end_day))
+        customers[customer["id"]] = {"days": [day.isoformat() for day in days], "records": records}
+    return {
+        "customers": customers,
+        "active": len(sim.active_customer_ids),
+        "archived": len(sim.archived_customer_ids),
     }
 
 
@@ -54,10 +86,22 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--line-items", type=int, default=4, help="line items per credit type")
     parser.add_argument("--unique-metric-customers", type=int, default=0)
-    parser.add_argument("--warm-day", type=dt.date.fromisoformat, help="generate this day's costs up front")
+    parser.add_argument(
+        "--warm-day",
+        type=dt.date.fromisoformat,
+        action="append",
+        default=[],
+        help="generate this day's costs up front (repeatable)",
+    )
     parser.add_argument("--rate-limit", type=float, help="requests per second for the token (a token bucket)")
     parser.add_argument(
         "--retry-after", choices=("seconds", "ms"), help="what a 429 carries; default nothing"
+    )
+    parser.add_argument(
+        "--customer", type=customer_spec, action="append", default=[], metavar="SPEC", help="add a customer"
+    )
+    parser.add_argument(
+        "--fault", type=fault_argument, action="append", default=[], metavar=FAULT_FORM, help="inject a fault"
     )
     return parser
 
@@ -73,10 +117,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         line_items_per_credit_type=args.line_items,
         now=dt.datetime.fromisoformat(FROZEN_NOW),
     )
-    if args.warm_day is not None:
-        # The simulator caches generated days: warm it so that no measured path pays for generating them.
-        for customer_id in sim.active_customer_ids:
-            sim.costs_for(customer_id, args.warm_day)
+    for spec in args.customer:
+        sim.add_customer(**dataclasses.asdict(spec))
+    for injected in args.fault:
+        sim.inject(
+            injected.fault,
+            injected.path,
+            injected.times,
+            probability=injected.probability,
+            seed=injected.seed,
+        )
+    # The simulator caches generated days: warm it so that no measured path pays for generating them.
+    for day in args.warm_day:
+        for customer in sim.customers:
+            sim.costs_for(customer["id"], day)
     with sim:
         print(json.dumps({"url": sim.url, "token": sim.token}), flush=True)
         for line in sys.stdin:
@@ -88,6 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print("{}", flush=True)
             elif command == "customers":
                 print(json.dumps({"ids": sim.active_customer_ids}), flush=True)
+            elif command.startswith("model ") and len(command.split()) == 4:
+                print(json.dumps(_model(sim, *command.split()[1:])), flush=True)
             else:
                 print(json.dumps({"error": f"unknown command {command!r}"}), flush=True)
     return 0
@@ -144,6 +200,10 @@ class SimulatorProcess:
         """The active customers, asked without a request (outside any rate limit)."""
         ids: list[str] = self._command("customers")["ids"]
         return ids
+
+    def model(self, source: str, first_day: dt.date, end_day: dt.date) -> dict[str, Any]:
+        """The simulator's own model of ``[first_day, end_day)`` for ``source`` (see the ``model`` command)."""
+        return self._command(f"model {source} {first_day.isoformat()} {end_day.isoformat()}")
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
