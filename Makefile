@@ -8,7 +8,7 @@ SMOKE_VERSIONS ?= 2.10 3.0 3.1 3.2
 # Smoke installs and runs at once (mostly download and unpack; CI has 2 CPUs).
 SMOKE_JOBS ?= 2
 
-.PHONY: demo test test-airflow3 test-airflow2 test-smoke lint typecheck bench clean
+.PHONY: demo test test-airflow3 test-airflow2 test-browser test-smoke lint typecheck bench clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,12 @@ test-airflow3: $(VENV)/.installed
 
 test-airflow2: $(VENV_AIRFLOW2)/.installed
 	$(VENV_AIRFLOW2)/bin/python -m pytest $(PYTEST_ARGS)
+
+## The browser tests alone (tests/browser: Airflow's UI in Chromium), on Airflow 3.3 and 2.11. They need
+## Debian's Chromium (apt-get install -y chromium; .ci/run installs it) and are skipped without it.
+test-browser: $(VENV)/.installed $(VENV_AIRFLOW2)/.installed
+	$(VENV)/bin/python -m pytest tests/browser $(PYTEST_ARGS)
+	$(VENV_AIRFLOW2)/bin/python -m pytest tests/browser $(PYTEST_ARGS)
 
 ## Smoke-test the provider (imports, provider info, example DAGs, one daily run) on Airflow 2.10, 3.0, 3.1 and 3.2.
 test-smoke:

@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 import airflow
+from airflow.exceptions import AirflowProviderDeprecationWarning  # airflow-core, on every line
 from airflow.triggers.base import BaseTrigger, TriggerEvent  # airflow-core's triggerer, on every line
 from packaging.version import Version
 
@@ -129,6 +130,7 @@ __all__ = [
     "AIRFLOW_V3",
     "AirflowException",
     "AirflowFailException",
+    "AirflowProviderDeprecationWarning",
     "AirflowSensorTimeout",
     "AirflowSkipException",
     "Asset",

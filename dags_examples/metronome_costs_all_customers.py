@@ -15,6 +15,12 @@ customer of a batch yet, that batch's task fails before writing anything (its me
 customer and the day) and is retried later, so the DAG never publishes an empty or partial day.
 Add a ``MetronomeCostsSensor`` before the batches (as ``metronome_daily_costs`` does) to wait for
 the day without spending retries.
+
+Unpaused, it makes one run (``catchup=False``), for the UTC day that just ended. A batch is retried
+6 times, 30 minutes apart: three hours for Metronome to produce the day. For a first try, set the
+environment variable ``METRONOME_EXAMPLES_FIRST_TRY=1`` where the DAG files are parsed (the DAG
+processor or, on Airflow 2, the scheduler, and the workers): nothing is retried then, so a day not
+produced yet fails at once, naming the customer and the day. Or edit ``RETRIES`` below.
 """
 
 from __future__ import annotations
@@ -29,8 +35,8 @@ import pendulum
 
 from airflow_provider_metronome.hooks.metronome import MetronomeHook
 from airflow_provider_metronome.operators.costs import MetronomeCostsOperator
-from airflow_provider_metronome.utils.storage import summarize_output
-from airflow_provider_metronome.utils.window import resolve_window
+from airflow_provider_metronome.output.reading import summarize_output
+from airflow_provider_metronome.window import resolve_window
 
 try:
     from airflow.sdk import DAG, task
@@ -44,6 +50,9 @@ DEFAULT_BASE_URI = "file://" + os.path.join(
     os.environ.get("AIRFLOW_HOME", os.path.expanduser("~/airflow")), "metronome"
 )
 BASE_URI = "{{ var.value.get('metronome_costs_base_uri', '" + DEFAULT_BASE_URI + "') }}"
+# Production retries; METRONOME_EXAMPLES_FIRST_TRY=1 turns them off for a first try.
+FIRST_TRY = os.environ.get("METRONOME_EXAMPLES_FIRST_TRY", "").strip().lower() in {"1", "true", "yes"}
+RETRIES = 0 if FIRST_TRY else 6
 
 with DAG(
     dag_id="metronome_costs_all_customers",
@@ -52,8 +61,9 @@ with DAG(
     start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    # A batch whose day Metronome has not produced yet fails without writing; retry until it has.
-    default_args={"retries": 6, "retry_delay": timedelta(minutes=30)},
+    # A batch whose day Metronome has not produced yet fails without writing; retry until it has:
+    # 6 retries, 30 minutes apart (none on a first try).
+    default_args={"retries": RETRIES, "retry_delay": timedelta(minutes=30)},
     tags=["metronome"],
 ):
     # [START customer_batches]

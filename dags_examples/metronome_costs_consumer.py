@@ -6,6 +6,9 @@ objects named in the triggering event's ``extra`` (the operator puts its manifes
 objects whose ``changed`` is true hold anything new; the others were left as they were. Each object
 is read through the storage connection it was written with, the manifest's ``conn_id`` (``uri`` is
 the public address, without the ``conn_id@`` of ``s3://conn_id@bucket/...``).
+
+It has no schedule of its own: unpaused, it makes no run until the daily or restatement DAG writes
+days, and it sends no request to Metronome (it reads the objects written). It has no retries.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any
 
 import pendulum
 
-from airflow_provider_metronome.utils.storage import summarize_output
+from airflow_provider_metronome.output.reading import summarize_output
 
 try:
     from airflow.sdk import DAG, Asset, task

@@ -15,6 +15,14 @@ A day is replaced only by a complete one: if Metronome has not produced some day
 and every stored object stays as it was (the operator's default ``on_missing_days="fail"``). A
 customer with nothing billed on a day (created, archived or without a contract in the window) does
 not hold the other customers' days up: the manifest names it under ``not_billed``.
+
+Unpaused, it makes one run (``catchup=False``), for the trailing days up to the one that just ended.
+A manual run with a larger ``days`` (up to 34; the trigger form offers it) is the deliberate way to
+load recent history: one request per customer, whatever the number of days.
+
+A failed task is retried twice, 30 minutes apart. For a first try, set the environment variable
+``METRONOME_EXAMPLES_FIRST_TRY=1`` where the DAG files are parsed (the DAG processor or, on Airflow
+2, the scheduler, and the workers): nothing is retried then. Or edit ``RETRIES`` below.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from typing import Any
 import pendulum
 
 from airflow_provider_metronome.operators.costs import MetronomeCostsOperator
-from airflow_provider_metronome.utils.window import resolve_window
+from airflow_provider_metronome.window import resolve_window
 
 try:
     from airflow.sdk import DAG, Asset, Param, task
@@ -42,6 +50,9 @@ DEFAULT_BASE_URI = "file://" + os.path.join(
 BASE_URI = "{{ var.value.get('metronome_costs_base_uri', '" + DEFAULT_BASE_URI + "') }}"
 # The daily DAG's asset: consumers hear of restated days too (each event names the changed ones).
 DAILY_COSTS = Asset("metronome://costs/daily")
+# Production retries; METRONOME_EXAMPLES_FIRST_TRY=1 turns them off for a first try.
+FIRST_TRY = os.environ.get("METRONOME_EXAMPLES_FIRST_TRY", "").strip().lower() in {"1", "true", "yes"}
+RETRIES = 0 if FIRST_TRY else 2
 
 with DAG(
     dag_id="metronome_costs_restatement",
@@ -50,7 +61,8 @@ with DAG(
     start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=30)},
+    # 2 retries, 30 minutes apart (none on a first try).
+    default_args={"retries": RETRIES, "retry_delay": timedelta(minutes=30)},
     params={
         "days": Param(7, type="integer", minimum=1, maximum=34, description="Trailing days to re-fetch.")
     },

@@ -1,6 +1,10 @@
 """Daily Metronome costs for every customer of the day, one object per data day.
 
-Runs once a day (UTC) and, with ``catchup=True``, a backfill is just a ``start_date`` in the past.
+Runs once a day (UTC), for the UTC day that just ended. ``catchup=False``: unpaused, it makes one
+run, for the latest day, not one for every day since ``start_date``. Past days are loaded on
+purpose: past months with ``metronome_costs_history`` (one run per month), the last 34 days or
+fewer with a manual run of ``metronome_costs_restatement`` (its ``days`` param).
+
 The sensor waits (deferred, without holding a worker slot) until Metronome has produced the day,
 then the operator writes it to ``<base>/costs/date=<data day>/costs.jsonl.gz``, replacing the
 object atomically if the day is ever re-run with different data (and leaving it untouched if not).
@@ -18,6 +22,13 @@ is still missing.
 
 ``metronome_costs_history`` fills the same layout for past months, and
 ``metronome_costs_restatement`` re-fetches the trailing days, which may still change.
+
+Waits and retries are set for production: the sensor checks every 15 minutes for up to 12 hours,
+and a failed task is retried twice, 5 minutes apart. For a first try, set the environment variable
+``METRONOME_EXAMPLES_FIRST_TRY=1`` where the DAG files are parsed (the DAG processor or, on Airflow
+2, the scheduler, and the workers): the sensor then checks every minute for up to 30 minutes and
+nothing is retried, so a failure shows at once, with its reason. Or edit ``RETRIES``,
+``POKE_INTERVAL`` and ``SENSOR_TIMEOUT`` below.
 
 The base URI is the Airflow Variable ``metronome_costs_base_uri`` (also settable as the environment
 variable ``AIRFLOW_VAR_METRONOME_COSTS_BASE_URI``), for example ``s3://aws_lake@my-bucket/metronome``
@@ -45,6 +56,11 @@ DEFAULT_BASE_URI = "file://" + os.path.join(
     os.environ.get("AIRFLOW_HOME", os.path.expanduser("~/airflow")), "metronome"
 )
 BASE_URI = "{{ var.value.get('metronome_costs_base_uri', '" + DEFAULT_BASE_URI + "') }}"
+# Production waits and retries; METRONOME_EXAMPLES_FIRST_TRY=1 shortens them for a first try.
+FIRST_TRY = os.environ.get("METRONOME_EXAMPLES_FIRST_TRY", "").strip().lower() in {"1", "true", "yes"}
+RETRIES = 0 if FIRST_TRY else 2
+POKE_INTERVAL = timedelta(minutes=1 if FIRST_TRY else 15)
+SENSOR_TIMEOUT = timedelta(minutes=30 if FIRST_TRY else 12 * 60)
 # [START daily_dag]
 # What downstream DAGs schedule on; each event's extra names the object written and its window.
 DAILY_COSTS = Asset("metronome://costs/daily")
@@ -54,9 +70,11 @@ with DAG(
     description="Each customer's Metronome costs for the UTC day that just ended.",
     schedule="@daily",
     start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
-    catchup=True,
+    # Unpaused, one run: the day that just ended. Past days are a deliberate act (module docstring).
+    catchup=False,
     max_active_runs=3,
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=5)},
+    # 2 retries, 5 minutes apart (none on a first try).
+    default_args={"retries": RETRIES, "retry_delay": timedelta(minutes=5)},
     tags=["metronome"],
 ) as dag:
     # Invoice breakdowns are the Contracts-era source Metronome recommends; unlike /costs they also
@@ -66,9 +84,10 @@ with DAG(
         customer_ids=None,
         source="invoice_breakdowns",
         deferrable=True,
-        poke_interval=15 * 60,
+        # Every 15 minutes for up to 12 hours (every minute for up to 30 on a first try).
+        poke_interval=POKE_INTERVAL,
         sample_customers=3,
-        timeout=int(timedelta(hours=12).total_seconds()),
+        timeout=SENSOR_TIMEOUT,
     )
     fetch_costs = MetronomeCostsOperator(
         task_id="fetch_costs",

@@ -16,8 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+from airflow_provider_metronome.output.reading import summarize_output
 from airflow_provider_metronome.testing import MetronomeSimulator
-from airflow_provider_metronome.utils.storage import summarize_output
 
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "demo-output"

@@ -23,8 +23,8 @@ os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(_AIRFLOW_HOME / "dags")
 os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}"
 
+from airflow_provider_metronome.engine import fetch  # noqa: E402
 from airflow_provider_metronome.testing import MetronomeSimulator  # noqa: E402
-from airflow_provider_metronome.utils import fetch  # noqa: E402
 from tests.support.runs import connection_json  # noqa: E402
 
 

@@ -15,8 +15,9 @@ from urllib.parse import urlsplit
 import requests
 from pydantic import ValidationError
 
-from airflow_provider_metronome import CONNECTION_EXTRAS
 from airflow_provider_metronome._compat import BaseHook, mask_secret
+from airflow_provider_metronome.connection_form import CONNECTION_EXTRAS, connection_type, extra_default
+from airflow_provider_metronome.customers import WindowCustomers
 from airflow_provider_metronome.exceptions import (
     MetronomeAPIError,
     MetronomeRateLimitError,
@@ -40,17 +41,14 @@ from airflow_provider_metronome.models import (
     Page,
     parse_json,
 )
-from airflow_provider_metronome.utils.customers import WindowCustomers
-from airflow_provider_metronome.utils.validation import (
-    MAX_PAGE_SIZE,
-    SOURCES,
-    Source,
+from airflow_provider_metronome.validation import (
     check_customer_id,
     check_page_size,
-    check_positive_number,
     check_source,
+    check_task_rate_cap,
 )
-from airflow_provider_metronome.utils.window import DayWindow, TimestampLike, check_range, format_timestamp
+from airflow_provider_metronome.vocabulary import MAX_PAGE_SIZE, Source
+from airflow_provider_metronome.window import DayWindow, TimestampLike, check_range, format_timestamp
 
 DEFAULT_BASE_URL = "https://api.metronome.com"
 # A cursor chain of empty pages this long is a server bug, not data: stop instead of looping.
@@ -65,10 +63,6 @@ BREAKDOWN_WINDOWS_PER_PAGE = {"day": 35, "hour": 24}
 ModelT = TypeVar("ModelT", bound=MetronomeModel)
 
 
-def _default(extra: str) -> float:
-    return float(CONNECTION_EXTRAS[extra]["schema"]["default"])
-
-
 @dataclass(frozen=True)
 class MetronomeSettings:
     """What the hook reads from the Airflow connection (the token is kept out of ``repr``)."""
@@ -76,13 +70,13 @@ class MetronomeSettings:
     base_url: str
     token: str = field(repr=False)
     # The defaults are the connection form's (CONNECTION_EXTRAS), their one home.
-    timeout: float = _default("timeout")
-    connect_timeout: float = _default("connect_timeout")
-    max_retries: int = int(_default("max_retries"))
-    max_retry_wait: float = _default("max_retry_wait")
-    pool_size: int = int(_default("pool_size"))
+    timeout: float = extra_default("timeout")
+    connect_timeout: float = extra_default("connect_timeout")
+    max_retries: int = int(extra_default("max_retries"))
+    max_retry_wait: float = extra_default("max_retry_wait")
+    pool_size: int = int(extra_default("pool_size"))
     requests_per_second: float | None = None
-    rate_limit_timeout: float = _default("rate_limit_timeout")
+    rate_limit_timeout: float = extra_default("rate_limit_timeout")
 
     def __post_init__(self) -> None:
         # Integer extras arrive as floats from JSON or the form; the pool and the retry loop want ints.
@@ -95,7 +89,7 @@ def normalize_base_url(host: str | None, port: int | None = None, *, conn_id: st
     raw = (host or "").strip() or DEFAULT_BASE_URL
     if "://" not in raw:
         raw = f"https://{raw}"
-    where = f"The Airflow connection {conn_id!r} has host" if conn_id else "The connection host"
+    where = f"The Airflow connection {conn_id!r} has host" if conn_id else "The connection has host"
     try:
         parts = urlsplit(raw)
         explicit_port = parts.port
@@ -145,8 +139,9 @@ class MetronomeHook(BaseHook):
     Naive datetimes passed to any method are read as UTC.
 
     :param metronome_conn_id: The Airflow connection to use.
-    :param requests_per_second: Optional cap on this hook's own requests (all threads together,
-        retries included), below the account's budget.
+    :param task_requests_per_second: Optional cap on this hook's own requests (all threads together,
+        retries included), below the account's budget (the connection's ``requests_per_second``).
+    :param requests_per_second: Deprecated name of ``task_requests_per_second``.
     """
 
     conn_name_attr = "metronome_conn_id"
@@ -155,23 +150,27 @@ class MetronomeHook(BaseHook):
     hook_name = "Metronome"
 
     def __init__(
-        self, metronome_conn_id: str = default_conn_name, *, requests_per_second: float | None = None
+        self,
+        metronome_conn_id: str = default_conn_name,
+        *,
+        task_requests_per_second: float | None = None,
+        requests_per_second: float | None = None,
     ) -> None:
         super().__init__()
         self.metronome_conn_id = metronome_conn_id
-        cap = check_positive_number(
-            "requests_per_second", requests_per_second, unit="requests per second", none_means="no cap"
-        )
+        cap = check_task_rate_cap(task_requests_per_second, requests_per_second)
         self._task_cap = RateController(cap, adaptive=False) if cap is not None else None
         self.stats = RequestStats()
         self._stats_lock = threading.Lock()
         self._session: requests.Session | None = None
         self._session_lock = threading.Lock()
+        # True while test_connection runs: its messages name the connection by host (see there).
+        self._named_by_host = False
 
     # Connection form on Airflow 2 (Airflow 3 reads the same definition from get_provider_info()).
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        behaviour = _connection_type_info()["ui-field-behaviour"]
+        behaviour = connection_type()["ui-field-behaviour"]
         return {
             "hidden_fields": behaviour["hidden-fields"],
             "relabeling": behaviour["relabeling"],
@@ -188,7 +187,7 @@ class MetronomeHook(BaseHook):
             name: StringField(
                 lazy_gettext(spec["label"]), widget=BS3TextFieldWidget(), description=spec["description"]
             )
-            for name, spec in _connection_type_info()["conn-fields"].items()
+            for name, spec in connection_type()["conn-fields"].items()
         }
 
     @cached_property
@@ -196,11 +195,11 @@ class MetronomeHook(BaseHook):
         """The connection, read once; the token is registered with Airflow's secrets masker."""
         conn_id = self.metronome_conn_id
         conn = self.get_connection(conn_id)
+        named = _connection_name(conn_id, conn.host, by_host=self._named_by_host)
         token = (conn.password or "").strip()
         if not token:
             raise ValueError(
-                f"The Airflow connection {conn_id!r} has no API token: put the Metronome "
-                "API token in its password field."
+                f"The {named} has no API token: put the Metronome API token in its password field."
             )
         if token != conn.password:
             # Airflow masks the password as stored; the stripped token is a different string.
@@ -208,13 +207,13 @@ class MetronomeHook(BaseHook):
         if not (token.isascii() and token.isprintable()) or any(char.isspace() for char in token):
             # Checked here because requests would quote the whole header, token included, in its error.
             raise ValueError(
-                f"The API token of the Airflow connection {conn_id!r} contains spaces or control "
-                "characters; paste the token again without them."
+                f"The API token of the {named} contains spaces or control characters; paste the "
+                "token again without them."
             )
         extras = conn.extra_dejson
-        values = {name: _extra_number(conn_id, extras, name) for name in CONNECTION_EXTRAS}
+        values = {name: _extra_number(named, extras, name) for name in CONNECTION_EXTRAS}
         return MetronomeSettings(
-            base_url=normalize_base_url(conn.host, conn.port, conn_id=conn_id),
+            base_url=normalize_base_url(conn.host, conn.port, conn_id="" if self._named_by_host else conn_id),
             token=token,
             # Whole numbers arrive as floats; __post_init__ turns them into ints.
             **{name: value for name, value in values.items() if value is not None},  # type: ignore[arg-type]
@@ -243,11 +242,19 @@ class MetronomeHook(BaseHook):
                 self._session = None
 
     def test_connection(self) -> tuple[bool, str]:
-        """Check the URL and token with one cheap authenticated call (used by the UI's Test button)."""
+        """Check the URL and token with one cheap authenticated call.
+
+        Used by the UI's Test button, Airflow's REST API and ``airflow connections test``. Its
+        messages name the connection by its host, not by its id: the UI and the REST API test a
+        temporary copy of the connection under a random id.
+        """
+        self._named_by_host = True
         try:
             self.get("/v1/customers", {"limit": 1})
         except (MetronomeAPIError, ValueError) as err:
             return False, str(err)
+        finally:
+            self._named_by_host = False
         return True, f"Connected to Metronome at {self.settings.base_url}."
 
     # -- HTTP ---------------------------------------------------------------------------------
@@ -670,17 +677,19 @@ class MetronomeHook(BaseHook):
         )
 
 
-def _connection_type_info() -> dict[str, Any]:
-    from airflow_provider_metronome import get_provider_info
+def _connection_name(conn_id: str, host: str | None, *, by_host: bool) -> str:
+    """How messages name the connection: by id, or in a test by host (the UI tests a copy under a random id)."""
+    if not by_host:
+        return f"Airflow connection {conn_id!r}"
+    host = (host or "").strip()
+    return f"connection with host {host!r}" if host else f"connection with no host (so {DEFAULT_BASE_URL})"
 
-    info: dict[str, Any] = get_provider_info()["connection-types"][0]
-    return info
 
-
-def _extra_number(conn_id: str, extras: Mapping[str, Any], name: str) -> float | None:
+def _extra_number(named: str, extras: Mapping[str, Any], name: str) -> float | None:
     """A numeric extra (a number or a numeric string) within its schema's bounds; None when not set.
 
-    Also read under Airflow 2's ``extra__metronome__`` prefix.
+    Also read under Airflow 2's ``extra__metronome__`` prefix. ``named`` is how an error names the
+    connection: ``Airflow connection 'metronome_default'``, or ``connection with host '...'`` in a test.
     """
     raw = extras.get(name, extras.get(f"extra__metronome__{name}"))
     if raw is None or raw == "":
@@ -697,10 +706,7 @@ def _extra_number(conn_id: str, extras: Mapping[str, Any], name: str) -> float |
     if not math.isfinite(number) or too_low or number > high or (integer and not number.is_integer()):
         kind = "a whole number" if integer else "a number"
         bound = f"above {low}" if "exclusiveMinimum" in schema else f"from {low}"
-        raise ValueError(
-            f"The Airflow connection {conn_id!r} has extra {name}={raw!r}; it must be {kind} {bound} "
-            f"up to {high}."
-        )
+        raise ValueError(f"The {named} has extra {name}={raw!r}; it must be {kind} {bound} up to {high}.")
     return number
 
 
@@ -787,4 +793,4 @@ def _not_json(response: requests.Response, scrub: Callable[[str], str]) -> str:
     return f"HTTP 200 with a body that is not JSON ({kind}: {text[:80]!r})"
 
 
-__all__ = ["DEFAULT_BASE_URL", "SOURCES", "MetronomeHook", "MetronomeSettings", "RequestStats", "Source"]
+__all__ = ["DEFAULT_BASE_URL", "MetronomeHook", "MetronomeSettings", "RequestStats"]

@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Sequence
 from contextlib import closing
 from functools import partial
-from typing import Any, Literal
+from typing import Any
 
 from airflow_provider_metronome._compat import (
     AirflowException,
@@ -16,42 +16,42 @@ from airflow_provider_metronome._compat import (
     Context,
     XCom,
 )
-from airflow_provider_metronome.hooks.metronome import MetronomeHook
-from airflow_provider_metronome.utils.availability import DayEvidence
-from airflow_provider_metronome.utils.customers import WindowCustomers
-from airflow_provider_metronome.utils.fetch import (
+from airflow_provider_metronome.customers import WindowCustomers
+from airflow_provider_metronome.engine.availability import DayEvidence
+from airflow_provider_metronome.engine.fetch import (
     FetchProgress,
     fetch_customers,
     name_customers,
 )
-from airflow_provider_metronome.utils.sinks import DaySplitSink, ObjectSink, RecordSink, XComSink
-from airflow_provider_metronome.utils.storage import (
-    AtomicJsonLinesWriter,
+from airflow_provider_metronome.hooks.metronome import MetronomeHook
+from airflow_provider_metronome.output.sinks import RecordSink, SinkResult, open_sink
+from airflow_provider_metronome.output.uris import (
     check_output_uri,
     check_split_uri,
-    open_output,
     placeholders_in,
-    public_uri,
     render_output_uri,
-    storage_conn_id,
 )
-from airflow_provider_metronome.utils.validation import (
-    DEFAULT_MAX_WORKERS,
-    CustomerErrorPolicy,
-    RecordFormat,
-    Source,
+from airflow_provider_metronome.validation import (
     check_choice,
     check_customer_error_policy,
     check_customer_ids,
     check_int,
     check_literal_customer_ids,
     check_max_workers,
-    check_positive_number,
     check_record_format,
     check_source,
+    check_task_rate_cap,
     is_templated,
 )
-from airflow_provider_metronome.utils.window import (
+from airflow_provider_metronome.vocabulary import (
+    DEFAULT_MAX_WORKERS,
+    MISSING_DAYS_POLICIES,
+    CustomerErrorPolicy,
+    MissingDaysPolicy,
+    RecordFormat,
+    Source,
+)
+from airflow_provider_metronome.window import (
     DayWindow,
     TimestampLike,
     check_window_length,
@@ -60,9 +60,7 @@ from airflow_provider_metronome.utils.window import (
 )
 
 DEFAULT_MAX_XCOM_BYTES = 1_048_576
-MissingDaysPolicy = Literal["fail", "accept"]
 ONE_DAY = dt.timedelta(days=1)
-MISSING_DAYS_POLICIES: tuple[MissingDaysPolicy, ...] = ("fail", "accept")
 METRONOME_APP_CUSTOMER_URL = "https://app.metronome.com/customers/{customer_id}"
 CUSTOMER_LINK_XCOM_KEY = "metronome_customer_url"
 # Skipped customers' messages go to XCom: keep each one short.
@@ -135,7 +133,9 @@ class MetronomeCostsOperator(BaseOperator):
     :param record_format: ``"raw"`` (one record per API object, plus ``customer_id``) or
         ``"line_items"`` (one flat record per line item).
     :param max_workers: Customers fetched concurrently over the hook's pooled session.
-    :param requests_per_second: Optional client-side cap on requests, all workers together.
+    :param task_requests_per_second: Optional cap on this task's requests, all workers together, below
+        the account's budget (the connection's ``requests_per_second``).
+    :param requests_per_second: Deprecated name of ``task_requests_per_second``.
     :param on_customer_error: ``"fail"``: any customer error fails the task and nothing is written.
         ``"skip"``: customers answering a non-retryable 4xx (other than 401/403) are skipped, logged and
         listed in the manifest; errors that outlast the retries still fail the task.
@@ -168,6 +168,7 @@ class MetronomeCostsOperator(BaseOperator):
         source: Source = "costs",
         record_format: RecordFormat = "raw",
         max_workers: int = DEFAULT_MAX_WORKERS,
+        task_requests_per_second: float | None = None,
         requests_per_second: float | None = None,
         on_customer_error: CustomerErrorPolicy = "fail",
         on_missing_days: MissingDaysPolicy = "fail",
@@ -185,7 +186,7 @@ class MetronomeCostsOperator(BaseOperator):
         self.source = source
         self.record_format = record_format
         self.max_workers = max_workers
-        self.requests_per_second = requests_per_second
+        self.task_requests_per_second = check_task_rate_cap(task_requests_per_second, requests_per_second)
         self.on_customer_error = on_customer_error
         self.on_missing_days = on_missing_days
         self.split_by_day = split_by_day
@@ -200,9 +201,6 @@ class MetronomeCostsOperator(BaseOperator):
         check_source(self.source)
         check_record_format(self.record_format)
         check_max_workers(self.max_workers)
-        check_positive_number(
-            "requests_per_second", self.requests_per_second, unit="requests per second", none_means="no cap"
-        )
         check_customer_error_policy(self.on_customer_error)
         check_choice(
             "on_missing_days",
@@ -247,9 +245,17 @@ class MetronomeCostsOperator(BaseOperator):
         check_window_length(window)
         customer_ids = check_customer_ids(self.customer_ids)
         self._check_split()
-        writers = self._writers(context, window, customer_ids)
+        sink = open_sink(
+            self.record_format,
+            self._object_urls(context, window, customer_ids),
+            conn_id=self.output_conn_id,
+            split_by_day=self.split_by_day,
+            xcom_limit=(self.max_xcom_bytes, partial(self._xcom_too_big, window)),
+            log=self.log,
+            stop_if_killed=self._stop_if_killed,
+        )
         self._push_customer_link(context, customer_ids)
-        hook = MetronomeHook(self.metronome_conn_id, requests_per_second=self.requests_per_second)
+        hook = MetronomeHook(self.metronome_conn_id, task_requests_per_second=self.task_requests_per_second)
         customers: WindowCustomers | None = None
         try:
             if customer_ids is None:
@@ -263,14 +269,14 @@ class MetronomeCostsOperator(BaseOperator):
                 window.describe(),
                 len(customer_ids),
                 self.max_workers,
-                _describe_target(writers),
+                sink.describe(),
             )
-            output = self._run(hook, window, customer_ids, self._sink(window, writers), customers)
+            result = self._run(hook, window, customer_ids, sink, customers)
         finally:
             hook.close()
-        if isinstance(output, dict):
-            self._annotate_outlets(context, output)
-        return output
+        if result.manifest is not None:
+            self._annotate_outlets(context, result.manifest)
+        return result.return_value
 
     def _run(
         self,
@@ -279,7 +285,7 @@ class MetronomeCostsOperator(BaseOperator):
         customer_ids: list[str],
         sink: RecordSink,
         customers: WindowCustomers | None,
-    ) -> Any:
+    ) -> SinkResult:
         """The one loop: each customer's records, in customer order, into the sink."""
         if self.max_workers > hook.settings.pool_size:
             self.log.warning(
@@ -293,7 +299,7 @@ class MetronomeCostsOperator(BaseOperator):
             customer_ids,
             window,
             self.source,
-            partial(sink.prepare, self.record_format),
+            sink.prepare,
             max_workers=self.max_workers,
             skip_customer_errors=self.on_customer_error == "skip",
             progress=FetchProgress(self.log, hook, len(customer_ids), self.progress_interval),
@@ -321,17 +327,17 @@ class MetronomeCostsOperator(BaseOperator):
                 "Customers with nothing billed (no records, not missing): %s", _describe_days_of(not_billed)
             )
         summary = {"source": self.source, "record_format": self.record_format, "window": window.as_dict()}
-        output = sink.finish(summary)
-        if isinstance(output, dict):
-            output["missing_days"] = {str(day): ids for day, ids in not_yet.items()}
-            output["not_billed"] = {
+        facts: dict[str, Any] = {
+            "missing_days": {str(day): ids for day, ids in not_yet.items()},
+            "not_billed": {
                 str(day): {"customers": len(ids), "customer_ids": ids[:MAX_NAMED_IN_MANIFEST]}
                 for day, ids in not_billed.items()
-            }
-            if customers is not None:
-                output["customer_set"] = customers.groups
-            output["skipped"] = skipped
-        return output
+            },
+        }
+        if customers is not None:
+            facts["customer_set"] = customers.groups
+        facts["skipped"] = skipped
+        return sink.finish(summary, facts)
 
     def _check_missing_days(self, not_yet: dict[dt.date, list[str]], window: DayWindow) -> None:
         """Fail on days Metronome has not produced yet (nothing written), or note them when accepted."""
@@ -360,19 +366,12 @@ class MetronomeCostsOperator(BaseOperator):
             )
         raise AirflowException("The task was killed while fetching; nothing was written.")
 
-    def _sink(self, window: DayWindow, writers: dict[dt.date, AtomicJsonLinesWriter] | None) -> RecordSink:
-        if writers is None:
-            return XComSink(self.max_xcom_bytes, lambda size: self._xcom_too_big(window, size))
-        if self.split_by_day:
-            return DaySplitSink(writers, self.log, self._stop_if_killed)
-        return ObjectSink(next(iter(writers.values())), self.log)
-
-    def _writers(
+    def _object_urls(
         self, context: Context, window: DayWindow, customer_ids: list[str] | None
-    ) -> dict[dt.date, AtomicJsonLinesWriter] | None:
-        """The writers of the rendered ``output_uri``, checked before any request; None for XCom.
+    ) -> dict[dt.date, str] | None:
+        """The rendered ``output_uri`` of each object, keyed by its first day; None for XCom.
 
-        One writer keyed by the window's first day, or with ``split_by_day`` one per day of the window.
+        One object for the window, or with ``split_by_day`` one per day of the window.
         """
         if self.output_uri is None:
             return None
@@ -380,34 +379,25 @@ class MetronomeCostsOperator(BaseOperator):
         map_index = getattr(context.get("ti"), "map_index", None)
         if map_index is not None and map_index >= 0:
             self._check_mapped_uri(context, template)
-        if not self.split_by_day:
-            return {window.first_day: self._writer(template, window, map_index, customer_ids)}
-        writers = {
-            day: self._writer(template, DayWindow.of(day, day + ONE_DAY), map_index, customer_ids)
-            for day in window.iter_days()
+        single = customer_ids[0] if customer_ids is not None and len(customer_ids) == 1 else None
+        windows = (
+            [DayWindow.of(day, day + ONE_DAY) for day in window.iter_days()]
+            if self.split_by_day
+            else [window]
+        )
+        urls = {
+            each.first_day: render_output_uri(
+                template, each, map_index=max(map_index or 0, 0), source=self.source, customer_id=single
+            )
+            for each in windows
         }
-        uris = {writer.uri for writer in writers.values()}
-        if len(uris) < len(writers):
+        if len(set(urls.values())) < len(urls):
             raise ValueError(
                 f"output_uri={template!r} gives the same object to several days of {window.describe()}, "
                 "so they would overwrite each other: with split_by_day=True use {date} with the whole "
                 "date, such as 'date={date}' or '{date:%Y/%m/%d}'."
             )
-        return writers
-
-    def _writer(
-        self, template: str, window: DayWindow, map_index: int | None, customer_ids: list[str] | None
-    ) -> AtomicJsonLinesWriter:
-        single = customer_ids[0] if customer_ids is not None and len(customer_ids) == 1 else None
-        url = render_output_uri(
-            template, window, map_index=max(map_index or 0, 0), source=self.source, customer_id=single
-        )
-        path = open_output(url, self.output_conn_id)
-        writer = AtomicJsonLinesWriter(
-            path, uri=public_uri(url), conn_id=storage_conn_id(url, self.output_conn_id)
-        )
-        writer.check_target()
-        return writer
+        return urls
 
     def _check_mapped_uri(self, context: Context, template: str) -> None:
         """Refuse an ``output_uri`` that would be the same for every mapped task of this run.
@@ -462,13 +452,6 @@ class MetronomeCostsOperator(BaseOperator):
                 events[outlet].extra.update(extra)
 
 
-def _describe_target(writers: dict[dt.date, AtomicJsonLinesWriter] | None) -> str:
-    if writers is None:
-        return "XCom"
-    uris = [writer.uri for writer in writers.values()]
-    return uris[0] if len(uris) == 1 else f"{len(uris)} daily objects ({uris[0]} ... {uris[-1]})"
-
-
 def _expanded_arguments(context: Context, task_id: str) -> set[str] | None:
     """Names of the arguments this mapped task was expanded over; None when they cannot be known."""
     dag = context.get("dag")
@@ -509,8 +492,6 @@ def _skip_entry(customer_id: str, status_code: int | None, message: str) -> dict
 __all__ = [
     "CUSTOMER_LINK_XCOM_KEY",
     "DEFAULT_MAX_XCOM_BYTES",
-    "MISSING_DAYS_POLICIES",
     "MetronomeCostsOperator",
     "MetronomeCustomerLink",
-    "MissingDaysPolicy",
 ]

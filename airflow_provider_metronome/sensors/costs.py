@@ -15,13 +15,10 @@ from airflow_provider_metronome._compat import (
     Context,
     conf,
 )
+from airflow_provider_metronome.engine.availability import availability_query, query_availability
 from airflow_provider_metronome.hooks.metronome import MetronomeHook
 from airflow_provider_metronome.triggers.costs import MetronomeCostsTrigger
-from airflow_provider_metronome.utils.availability import AvailabilityQuery, check_availability
-from airflow_provider_metronome.utils.validation import (
-    DEFAULT_MAX_WORKERS,
-    CustomerErrorPolicy,
-    Source,
+from airflow_provider_metronome.validation import (
     check_customer_error_policy,
     check_customer_ids,
     check_int,
@@ -29,7 +26,8 @@ from airflow_provider_metronome.utils.validation import (
     check_max_workers,
     check_source,
 )
-from airflow_provider_metronome.utils.window import DayWindow, TimestampLike, format_timestamp, resolve_window
+from airflow_provider_metronome.vocabulary import DEFAULT_MAX_WORKERS, CustomerErrorPolicy, Source
+from airflow_provider_metronome.window import DayWindow, TimestampLike, format_timestamp, resolve_window
 
 # The deferral's own timeout only backs up the trigger's, which fires first with a clearer message.
 DEFERRAL_TIMEOUT_GRACE = dt.timedelta(minutes=5)
@@ -138,16 +136,8 @@ class MetronomeCostsSensor(BaseSensorOperator):
 
     def poke(self, context: Context) -> bool:
         window = resolve_window(context, self.starting_on, self.ending_before)
-        query = AvailabilityQuery(
-            check_customer_ids(self.customer_ids),
-            window,
-            self.source,
-            max_workers=self.max_workers,
-            skip_customer_errors=self.on_customer_error == "skip",
-            first=self._first,
-            sample=self.sample_customers,
-        )
-        availability = check_availability(self.metronome_conn_id, query, log=self.log)
+        query = availability_query(self, check_customer_ids(self.customer_ids), window, self._first)
+        availability = query_availability(self.metronome_conn_id, query, log=self.log)
         if availability is None:
             return False
         self._first = availability.first_missing

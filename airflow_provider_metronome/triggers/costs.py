@@ -9,11 +9,13 @@ from typing import Any
 import pendulum
 
 from airflow_provider_metronome._compat import AirflowException, BaseTrigger, TriggerEvent
+from airflow_provider_metronome.engine.availability import (
+    Availability,
+    availability_query,
+    query_availability,
+)
 from airflow_provider_metronome.hooks.metronome import MetronomeHook
-from airflow_provider_metronome.utils.availability import Availability, AvailabilityQuery, check_availability
-from airflow_provider_metronome.utils.validation import (
-    DEFAULT_MAX_WORKERS,
-    CustomerErrorPolicy,
+from airflow_provider_metronome.validation import (
     check_customer_error_policy,
     check_customer_id,
     check_customer_ids,
@@ -21,7 +23,8 @@ from airflow_provider_metronome.utils.validation import (
     check_max_workers,
     check_source,
 )
-from airflow_provider_metronome.utils.window import DayWindow, format_timestamp, to_utc
+from airflow_provider_metronome.vocabulary import DEFAULT_MAX_WORKERS, CustomerErrorPolicy
+from airflow_provider_metronome.window import DayWindow, format_timestamp, to_utc
 
 
 class MetronomeCostsTrigger(BaseTrigger):
@@ -108,17 +111,9 @@ class MetronomeCostsTrigger(BaseTrigger):
             try:
                 # A thread, because the hook is synchronous (requests, and a connection read that
                 # the triggerer serves to worker threads); the event loop keeps running meanwhile.
-                query = AvailabilityQuery(
-                    self.customer_ids,
-                    self.window,
-                    self.source,
-                    max_workers=self.max_workers,
-                    skip_customer_errors=self.on_customer_error == "skip",
-                    first=first,
-                    sample=self.sample_customers,
-                )
+                query = availability_query(self, self.customer_ids, self.window, first)
                 availability = await asyncio.to_thread(
-                    check_availability, self.metronome_conn_id, query, log=self.log
+                    query_availability, self.metronome_conn_id, query, log=self.log
                 )
             except (AirflowException, ValueError) as err:
                 yield TriggerEvent({"status": "error", "message": str(err)})

@@ -2,7 +2,7 @@
 
 The page is real simulator output (one customer, 100 consecutive days, the simulator's default line-item
 breakdowns), fetched once over HTTP. The provider's work per page is what the operator does with it:
-``Page[CostWindow].model_validate_json`` (the hook's parse), ``check_day_windows`` (the fetch engine's
+``Page[CostWindow].model_validate_json`` (the hook's parse), ``days_of_objects`` (the fetch engine's
 check and order), and ``to_day_lines`` (the lines the operator's object sinks write). The floor turns
 the same bytes into the same JSON lines with the standard library only: ``json.loads``, then one
 ``json.dumps`` per window.
@@ -18,12 +18,12 @@ from typing import Any
 
 import requests
 
+from airflow_provider_metronome.engine.fetch import days_of_objects
 from airflow_provider_metronome.models import CostWindow, Page
+from airflow_provider_metronome.output.encodings import to_day_lines
 from airflow_provider_metronome.testing import MetronomeSimulator
-from airflow_provider_metronome.utils.fetch import check_day_windows
-from airflow_provider_metronome.utils.storage import to_day_lines
-from airflow_provider_metronome.utils.validation import RecordFormat
-from airflow_provider_metronome.utils.window import DayWindow
+from airflow_provider_metronome.vocabulary import RecordFormat
+from airflow_provider_metronome.window import DayWindow
 from tests.benchmarks.common import PAGE_SIZE
 from tests.benchmarks.simulator_process import FROZEN_NOW
 
@@ -63,7 +63,7 @@ def provider_pipeline(
 
     def run() -> list[bytes]:
         page = page_type.model_validate_json(body)
-        day_objects = check_day_windows(page.data, window, "costs", customer_id)
+        day_objects = days_of_objects(page.data, window, "costs", customer_id)
         # What the operator's object sinks write: each day's encoded lines.
         return [line for _, lines in to_day_lines(record_format, customer_id, day_objects) for line in lines]
 

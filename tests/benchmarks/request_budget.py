@@ -77,9 +77,9 @@ def _fetch(out: Path, source: str, last: dt.date, days: int, *, split: bool) -> 
 
 def _old_sensor_check(day: dt.date) -> bool:
     """What the sensor did before: list the customers, then ask every one of them."""
+    from airflow_provider_metronome.engine.fetch import fetch_customers
     from airflow_provider_metronome.hooks.metronome import MetronomeHook
-    from airflow_provider_metronome.utils.fetch import fetch_customers
-    from airflow_provider_metronome.utils.window import DayWindow
+    from airflow_provider_metronome.window import DayWindow
 
     hook = MetronomeHook()
     try:

@@ -12,6 +12,7 @@ import datetime as dt
 import gzip
 import importlib
 import json
+import math
 import re
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
@@ -24,11 +25,11 @@ from sqlalchemy import func, select
 
 from airflow_provider_metronome._compat import AIRFLOW_V3
 from airflow_provider_metronome.models import CostWindow, InvoiceBreakdown
+from airflow_provider_metronome.output.encodings import encode_record
+from airflow_provider_metronome.output.records import Record, to_records
 from airflow_provider_metronome.testing import MetronomeSimulator
-from airflow_provider_metronome.utils.records import Record, to_records
-from airflow_provider_metronome.utils.storage import encode_record
-from airflow_provider_metronome.utils.validation import Source
-from tests.support.runs import DagRunResult, clock_moves_to, run_dag_once
+from airflow_provider_metronome.vocabulary import Source
+from tests.support.runs import DagRunResult, clock_moves_to, connection_json, run_dag_once
 from tests.support.s3 import MotoS3, forget_cached_s3_stores, free_port, moto_s3_server
 from tests.support.simulator import not_produced_yet
 
@@ -871,6 +872,86 @@ def test_restatement_dag_on_a_real_account_rewrites_every_billed_customer_once(
     )
     check_lifecycle_roles(roles, source, written)
     assert files_in(lake) == [f"costs/date={day}/costs.jsonl.gz" for day in days]
+
+
+# -- what one run of each example costs the account ----------------------------------------------------
+
+# More customers than a listing page holds (100), so that the listing's pages show in the counts.
+BUDGET_CUSTOMERS = 150
+
+
+@pytest.fixture
+def account(monkeypatch: pytest.MonkeyPatch) -> Iterator[MetronomeSimulator]:
+    """A settled simulator with ``BUDGET_CUSTOMERS`` active customers, as ``metronome_default``."""
+    with MetronomeSimulator(customers=BUDGET_CUSTOMERS, now=SETTLED) as simulator:
+        monkeypatch.setenv("AIRFLOW_CONN_METRONOME_DEFAULT", connection_json(simulator.url))
+        yield simulator
+
+
+def listing_requests(sim: MetronomeSimulator) -> int:
+    """One listing of a window's customers: the active ones, then the archived ones, 100 a page each."""
+    return max(1, math.ceil(len(sim.active_customer_ids) / 100)) + max(
+        1, math.ceil(len(sim.archived_customer_ids) / 100)
+    )
+
+
+def requests_by_kind(sim: MetronomeSimulator) -> dict[str, int]:
+    """The requests the simulator received: customer listings, and per-customer data requests."""
+    kinds: dict[str, int] = {}
+    for record in sim.requests:
+        kind = "listing" if record.path == "/v1/customers" else "customer"
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return kinds
+
+
+# The README's table: requests of one run, for N customers of the window and L listing requests.
+RUN_BUDGETS: dict[str, Any] = {
+    # The sensor: the listing, then one customer, who has the day; the operator: the listing, then
+    # every customer (invoice breakdowns: 35 days a request, so one each).
+    DAILY: (midnight("2024-01-20"), lambda n, listing: {"listing": 2 * listing, "customer": n + 1}),
+    # The same for a month (31 days: one request per customer).
+    HISTORY: (midnight("2024-02-01"), lambda n, listing: {"listing": 2 * listing, "customer": n + 1}),
+    # No sensor: the listing, then every customer once for the 7 days.
+    RESTATEMENT: (midnight("2024-01-20"), lambda n, listing: {"listing": listing, "customer": n}),
+    # The batches' listing, then every customer once over the batches (/costs: those it refuses too).
+    ALL_CUSTOMERS: (midnight("2024-01-20"), lambda n, listing: {"listing": listing, "customer": n}),
+}
+
+
+@pytest.mark.parametrize("file_name", sorted(RUN_BUDGETS))
+def test_one_run_of_each_example_costs_what_the_readme_says(
+    account: MetronomeSimulator, examples: Examples, lake: Path, file_name: str
+) -> None:
+    logical_date, budget = RUN_BUDGETS[file_name]
+    dag = examples.load(file_name)
+
+    run = examples.run(dag, logical_date)
+
+    assert run.state == "success", run.task_states()
+    # The customers of the window: every active one (the simulator's archived ones left in 2020).
+    assert requests_by_kind(account) == budget(len(account.active_customer_ids), listing_requests(account))
+    assert listing_requests(account) == 3  # 150 active customers: two pages; archived: one page
+    assert not any(record.throttled or record.status >= 500 for record in account.requests)
+
+
+def test_the_consumer_costs_the_account_nothing(
+    account: MetronomeSimulator, examples: Examples, lake: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    register_daily_costs_asset()
+    daily = examples.load(DAILY)
+    consumer = examples.load(CONSUMER)
+    before = last_asset_event_id()
+    examples.run(daily, midnight("2024-01-20"))
+    ((event_id, _, _),) = asset_events_after(before)
+    consume_in_next_run(monkeypatch, event_id)
+    account.clear_requests()
+
+    run = examples.run(consumer, midnight("2024-01-20") + dt.timedelta(hours=1))
+
+    assert run.task_states() == {("log_day_totals", -1): "success"}
+    assert len(run.xcom("log_day_totals")) == 1
+    # It reads the objects the daily DAG wrote, not Metronome.
+    assert account.requests == []
 
 
 # -- on S3, as the README writes the base URI: s3://<aws conn id>@<bucket>/... ------------------------------

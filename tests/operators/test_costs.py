@@ -21,6 +21,7 @@ from pytest_mock import MockerFixture
 
 from airflow_provider_metronome import _compat
 from airflow_provider_metronome._compat import AirflowFailException
+from airflow_provider_metronome.engine.fetch import RETRIES_PER_CUSTOMER
 from airflow_provider_metronome.exceptions import (
     MetronomeAuthenticationError,
     MetronomeClientError,
@@ -32,20 +33,15 @@ from airflow_provider_metronome.operators.costs import (
     MetronomeCostsOperator,
     MetronomeCustomerLink,
 )
+from airflow_provider_metronome.output.encodings import encode_record
+from airflow_provider_metronome.output.reading import summarize_output
+from airflow_provider_metronome.output.records import to_records
+from airflow_provider_metronome.output.sinks import plain_json
+from airflow_provider_metronome.output.uris import check_output_uri, public_uri, render_output_uri
+from airflow_provider_metronome.output.writers import AtomicJsonLinesWriter
 from airflow_provider_metronome.testing import DEFAULT_TOKEN, Fault, MetronomeSimulator
-from airflow_provider_metronome.utils.fetch import RETRIES_PER_CUSTOMER
-from airflow_provider_metronome.utils.records import to_records
-from airflow_provider_metronome.utils.sinks import plain_json
-from airflow_provider_metronome.utils.storage import (
-    AtomicJsonLinesWriter,
-    check_output_uri,
-    encode_record,
-    public_uri,
-    render_output_uri,
-    summarize_output,
-)
-from airflow_provider_metronome.utils.validation import check_customer_ids
-from airflow_provider_metronome.utils.window import DayWindow, WindowError
+from airflow_provider_metronome.validation import check_customer_ids
+from airflow_provider_metronome.window import DayWindow, WindowError
 from tests.support.simulator import billable
 
 DAY = dt.date(2024, 1, 5)

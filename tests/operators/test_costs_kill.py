@@ -29,8 +29,8 @@ from pytest_mock import MockerFixture
 
 from airflow_provider_metronome._compat import AIRFLOW_V3
 from airflow_provider_metronome.operators.costs import MetronomeCostsOperator
+from airflow_provider_metronome.output import writers
 from airflow_provider_metronome.testing import Fault, MetronomeSimulator
-from airflow_provider_metronome.utils import storage
 from tests.support.simulator import billable
 
 TASK_PROCESS = Path(__file__).with_name("task_process.py")
@@ -118,9 +118,9 @@ def stopped(process: subprocess.Popen[bytes], tmp_path: Path) -> int:
 
 
 def later(mocker: MockerFixture, hours: float) -> None:
-    """Move the storage module's clock ``hours`` ahead, so that today's temporaries count as stale."""
+    """Move the writers module's clock ``hours`` ahead, so that today's temporaries count as stale."""
     moved = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=hours)
-    mocker.patch.object(storage, "_utcnow", return_value=moved)
+    mocker.patch.object(writers, "_utcnow", return_value=moved)
 
 
 def run_again(ids: list[str], output_uri: str, **kwargs: Any) -> dict[str, Any]:

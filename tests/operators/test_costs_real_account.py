@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 
 from airflow_provider_metronome._compat import AirflowException
+from airflow_provider_metronome.engine import fetch
 from airflow_provider_metronome.exceptions import MetronomeResponseError, MetronomeTransientError
 from airflow_provider_metronome.operators.costs import MetronomeCostsOperator
+from airflow_provider_metronome.output.reading import summarize_output
 from airflow_provider_metronome.testing import Fault, MetronomeSimulator
-from airflow_provider_metronome.utils import fetch
-from airflow_provider_metronome.utils.storage import summarize_output
 
 FIRST = dt.date(2024, 1, 5)
 END = dt.date(2024, 1, 15)

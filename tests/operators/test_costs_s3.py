@@ -27,8 +27,8 @@ from airflow_provider_metronome._compat import AirflowException
 from airflow_provider_metronome.exceptions import MetronomeResponseError, MetronomeTransientError
 from airflow_provider_metronome.models import parse_json
 from airflow_provider_metronome.operators.costs import MetronomeCostsOperator
+from airflow_provider_metronome.output.reading import iter_output
 from airflow_provider_metronome.testing import Fault, MetronomeSimulator
-from airflow_provider_metronome.utils.storage import iter_output
 from tests.operators.test_costs_kill import REQUEST_DELAY, later, stopped, task_process, wait_for_requests
 from tests.support.s3 import MotoS3, free_port, moto_s3_server
 from tests.support.simulator import billable, not_produced_yet

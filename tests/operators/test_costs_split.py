@@ -11,7 +11,7 @@ import pytest
 
 from airflow_provider_metronome.operators.costs import MetronomeCostsOperator
 from airflow_provider_metronome.testing import MetronomeSimulator
-from airflow_provider_metronome.utils.window import MAX_WINDOW_DAYS
+from airflow_provider_metronome.window import MAX_WINDOW_DAYS
 from tests.support.simulator import billable, not_produced_yet
 
 FIRST = dt.date(2024, 1, 4)

@@ -23,6 +23,7 @@ from airflow_provider_metronome._compat import (
     AirflowSkipException,
     TaskDeferred,
 )
+from airflow_provider_metronome.engine.availability import Availability
 from airflow_provider_metronome.exceptions import (
     MetronomeAuthenticationError,
     MetronomeClientError,
@@ -32,8 +33,7 @@ from airflow_provider_metronome.hooks.retry import RetryPolicy
 from airflow_provider_metronome.sensors.costs import DEFERRAL_TIMEOUT_GRACE, MetronomeCostsSensor
 from airflow_provider_metronome.testing import DEFAULT_TOKEN, Fault, MetronomeSimulator
 from airflow_provider_metronome.triggers.costs import MetronomeCostsTrigger
-from airflow_provider_metronome.utils.availability import Availability
-from airflow_provider_metronome.utils.window import DayWindow
+from airflow_provider_metronome.window import DayWindow
 from tests.support.runs import clock_moves_to, connection_json
 
 # Every test waits for 2024-01-05: the window of a daily run with this logical date (both Airflow lines).

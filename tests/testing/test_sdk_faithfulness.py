@@ -20,7 +20,7 @@ from airflow_provider_metronome.exceptions import MetronomeAPIError
 from airflow_provider_metronome.hooks.metronome import MetronomeHook
 from airflow_provider_metronome.hooks.retry import RetryPolicy
 from airflow_provider_metronome.testing import DEFAULT_TOKEN, Fault, MetronomeSimulator
-from airflow_provider_metronome.utils.window import to_utc
+from airflow_provider_metronome.window import to_utc
 from tests.support.runs import connection_json
 
 NOW = dt.datetime(2024, 3, 10, 12, tzinfo=dt.timezone.utc)

@@ -42,8 +42,8 @@ from airflow_provider_metronome.exceptions import (
 from airflow_provider_metronome.hooks.metronome import MetronomeHook
 from airflow_provider_metronome.hooks.rate import stop_waiting_on
 from airflow_provider_metronome.models import InvoiceBreakdown, SourceObject
-from airflow_provider_metronome.utils.validation import Source
-from airflow_provider_metronome.utils.window import DayWindow, to_utc
+from airflow_provider_metronome.vocabulary import Source
+from airflow_provider_metronome.window import DayWindow, to_utc
 
 DayObjects = list[tuple[dt.date, SourceObject]]
 """One customer's objects, each with the UTC day it covers, in day order (the API's order within a day)."""
@@ -118,7 +118,7 @@ class CustomerResult(Generic[ResultT]):
 
     :param value: What the caller's ``transform`` made of the customer's objects (None when skipped).
     :param missing_days: Days of the window without any object (not produced yet, or nothing billed:
-        :mod:`~airflow_provider_metronome.utils.availability` tells them apart).
+        :mod:`~airflow_provider_metronome.engine.availability` tells them apart).
     :param present_days: Days with an object, the day before the window included when it was asked.
     :param skipped: The customer's own 4xx when customer errors are skipped.
     :param failed: A transient error that outlasted the hook's retries (the engine tries again).
@@ -327,7 +327,7 @@ def _fetch_one(
         if not (retry_transient and err.retryable) or isinstance(err, MetronomeRateLimitError):
             raise
         return CustomerResult(customer_id, None, failed=err, attempt=attempt)
-    day_objects = check_day_windows(objects, asked, source, customer_id)
+    day_objects = days_of_objects(objects, asked, source, customer_id)
     present = frozenset(day for day, _ in day_objects)
     if asked != window:
         day_objects = [(day, item) for day, item in day_objects if day >= window.first_day]
@@ -335,7 +335,7 @@ def _fetch_one(
     return CustomerResult(customer_id, transform(customer_id, day_objects), missing, present)
 
 
-def check_day_windows(
+def days_of_objects(
     objects: Iterable[SourceObject], window: DayWindow, source: Source, customer_id: str
 ) -> DayObjects:
     """Pair each object with its UTC day, in day order, or raise if the answer does not tile the window."""
@@ -420,7 +420,7 @@ __all__ = [
     "DayObjects",
     "FetchProgress",
     "TransientBudget",
-    "check_day_windows",
+    "days_of_objects",
     "evidence_window",
     "fetch_customers",
     "is_skippable_customer_error",

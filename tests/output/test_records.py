@@ -9,15 +9,15 @@ from typing import Any
 import pytest
 
 from airflow_provider_metronome.models import CostWindow, InvoiceBreakdown
-from airflow_provider_metronome.testing import MetronomeSimulator
-from airflow_provider_metronome.utils.records import (
+from airflow_provider_metronome.output.records import (
     BREAKDOWN_LINE_ITEM_FIELDS,
     COSTS_LINE_ITEM_FIELDS,
     line_item_records,
     raw_record,
     to_records,
 )
-from airflow_provider_metronome.utils.sinks import plain_json
+from airflow_provider_metronome.output.sinks import plain_json
+from airflow_provider_metronome.testing import MetronomeSimulator
 
 DAY = dt.date(2024, 1, 5)
 CUSTOMER = "4e1c9b58-0a4c-4b8e-9d0e-5f0e2d7c1a3b"

@@ -26,13 +26,10 @@ pytest.importorskip("s3fs", reason="s3:// output needs the s3 extra: pip install
 pytest.importorskip("airflow.providers.amazon", reason="s3:// output needs the s3 extra: pip install '.[s3]'")
 pytest.importorskip("moto.server", reason="the S3 tests need moto[server] (the test extra)")
 
-from airflow_provider_metronome.utils import storage
-from airflow_provider_metronome.utils.storage import (
-    UPLOAD_BLOCK_SIZE,
-    AtomicJsonLinesWriter,
-    iter_output,
-    storage_path,
-)
+from airflow_provider_metronome.output import writers
+from airflow_provider_metronome.output.reading import iter_output
+from airflow_provider_metronome.output.uris import storage_path
+from airflow_provider_metronome.output.writers import UPLOAD_BLOCK_SIZE, AtomicJsonLinesWriter
 from tests.operators.test_costs_s3 import AWS_CONN_ID, moto_server, s3  # noqa: F401 (fixtures)
 from tests.support.s3 import MotoS3
 
@@ -96,7 +93,8 @@ def test_a_multipart_object_is_written_whole_and_reads_back(s3: MotoS3, suffix: 
 CHILD = textwrap.dedent(
     """
     import os, sys
-    from airflow_provider_metronome.utils.storage import UPLOAD_BLOCK_SIZE, AtomicJsonLinesWriter, storage_path
+    from airflow_provider_metronome.output.writers import UPLOAD_BLOCK_SIZE, AtomicJsonLinesWriter
+    from airflow_provider_metronome.output.uris import storage_path
 
     url = sys.argv[1]
     with AtomicJsonLinesWriter(storage_path(url, "aws_default"), uri=url) as writer:
@@ -155,7 +153,7 @@ def test_sigkill_mid_upload_leaves_the_key_intact_and_the_next_write_aborts_the_
     # (Younger uploads are left alone, as they may still be running; moto reports a fixed 2010
     # start time for every upload, so that half of the rule is shown on local files only.)
     later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=2)
-    mocker.patch.object(storage, "_utcnow", return_value=later)
+    mocker.patch.object(writers, "_utcnow", return_value=later)
     with writer(s3, KEY) as target:
         target.write(b"{}\n")
     assert s3.list_multipart_uploads() == []

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_metronome.engine.fetch import days_of_objects
 from airflow_provider_metronome.exceptions import MetronomeResponseError
 from airflow_provider_metronome.models import CostWindow, InvoiceBreakdown
-from airflow_provider_metronome.utils.fetch import check_day_windows
-from airflow_provider_metronome.utils.window import DayWindow
+from airflow_provider_metronome.window import DayWindow
 
 CUSTOMER = "4e1c9b58-0a4c-4b8e-9d0e-5f0e2d7c1a3b"
 USD = {"id": "2714e483-4ff1-48e4-9e25-ac732e8f24f2", "name": "USD (cents)"}
@@ -48,7 +48,7 @@ def test_days_in_order_and_the_api_order_within_a_day() -> None:
         invoice("c", "2024-01-05"),
     ]
 
-    paired = check_day_windows(answer, WINDOW, "invoice_breakdowns", CUSTOMER)
+    paired = days_of_objects(answer, WINDOW, "invoice_breakdowns", CUSTOMER)
 
     assert [(str(day), item.id) for day, item in paired] == [
         ("2024-01-05", "b"),
@@ -61,7 +61,7 @@ def test_days_in_order_and_the_api_order_within_a_day() -> None:
     "start", ["2024-01-05T00:00:00Z", "2024-01-05T00:00:00.000Z", "2024-01-05T00:00:00+00:00"]
 )
 def test_every_spelling_of_midnight_utc_is_a_day(start: str) -> None:
-    paired = check_day_windows([costs(start)], WINDOW, "costs", CUSTOMER)
+    paired = days_of_objects([costs(start)], WINDOW, "costs", CUSTOMER)
 
     assert [day for day, _ in paired] == [dt.date(2024, 1, 5)]
 
@@ -83,7 +83,7 @@ def test_every_spelling_of_midnight_utc_is_a_day(start: str) -> None:
 )
 def test_an_answer_that_does_not_tile_the_window_is_an_error(answer: list[CostWindow], message: str) -> None:
     with pytest.raises(MetronomeResponseError, match=message) as err:
-        check_day_windows(answer, WINDOW, "costs", CUSTOMER)
+        days_of_objects(answer, WINDOW, "costs", CUSTOMER)
 
     assert err.value.path == f"/v1/customers/{CUSTOMER}/costs"
     assert f"customer {CUSTOMER}" in str(err.value)
@@ -91,10 +91,10 @@ def test_an_answer_that_does_not_tile_the_window_is_an_error(answer: list[CostWi
 
 def test_an_invoice_twice_on_one_day_is_an_error_but_two_invoices_are_not() -> None:
     two = [invoice("a", "2024-01-05"), invoice("b", "2024-01-05", credit_type=CREDITS)]
-    assert len(check_day_windows(two, WINDOW, "invoice_breakdowns", CUSTOMER)) == 2
+    assert len(days_of_objects(two, WINDOW, "invoice_breakdowns", CUSTOMER)) == 2
 
     with pytest.raises(MetronomeResponseError, match="invoice a twice for 2024-01-05") as err:
-        check_day_windows([*two, invoice("a", "2024-01-05")], WINDOW, "invoice_breakdowns", CUSTOMER)
+        days_of_objects([*two, invoice("a", "2024-01-05")], WINDOW, "invoice_breakdowns", CUSTOMER)
     assert err.value.path == f"/v1/customers/{CUSTOMER}/invoices/breakdowns"
 
 
@@ -108,7 +108,7 @@ def test_an_invoice_twice_on_one_day_is_an_error_but_two_invoices_are_not() -> N
     ],
 )
 def test_every_spelling_of_a_whole_utc_day_counts_for_that_day(start: str, end: str) -> None:
-    (pair,) = check_day_windows([costs(start, end)], WINDOW, "costs", CUSTOMER)
+    (pair,) = days_of_objects([costs(start, end)], WINDOW, "costs", CUSTOMER)
 
     assert pair[0] == dt.date(2024, 1, 5)
 
@@ -124,4 +124,4 @@ def test_every_spelling_of_a_whole_utc_day_counts_for_that_day(start: str, end: 
 )
 def test_windows_that_are_not_one_whole_utc_day_are_refused(start: str, end: str) -> None:
     with pytest.raises(MetronomeResponseError, match="not one whole UTC day"):
-        check_day_windows([costs(start, end)], WINDOW, "costs", CUSTOMER)
+        days_of_objects([costs(start, end)], WINDOW, "costs", CUSTOMER)

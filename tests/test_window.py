@@ -9,7 +9,7 @@ from typing import Any
 import pendulum
 import pytest
 
-from airflow_provider_metronome.utils.window import (
+from airflow_provider_metronome.window import (
     DayWindow,
     WindowError,
     check_range,

@@ -11,19 +11,23 @@ from __future__ import annotations
 import ast
 import math
 import uuid
+import warnings
 from collections.abc import Sequence
-from typing import Literal, TypeVar
+from typing import TypeVar
 
-Source = Literal["costs", "invoice_breakdowns"]
-SOURCES: tuple[Source, ...] = ("costs", "invoice_breakdowns")
-RecordFormat = Literal["raw", "line_items"]
-RECORD_FORMATS: tuple[RecordFormat, ...] = ("raw", "line_items")
-CustomerErrorPolicy = Literal["fail", "skip"]
-CUSTOMER_ERROR_POLICIES: tuple[CustomerErrorPolicy, ...] = ("fail", "skip")
-DEFAULT_MAX_WORKERS = 8
-MAX_PAGE_SIZE = 100
+from airflow_provider_metronome._compat import AirflowProviderDeprecationWarning
+from airflow_provider_metronome.vocabulary import (
+    CUSTOMER_ERROR_POLICIES,
+    MAX_PAGE_SIZE,
+    RECORD_FORMATS,
+    SOURCES,
+    CustomerErrorPolicy,
+    RecordFormat,
+    Source,
+)
 
 ChoiceT = TypeVar("ChoiceT", bound=str)
+ValueT = TypeVar("ValueT")
 
 
 def is_templated(value: object) -> bool:
@@ -59,6 +63,42 @@ def check_positive_number(name: str, value: object, *, unit: str, none_means: st
         alternative = f", or None for {none_means}" if none_means else ""
         raise ValueError(f"{name}={value!r} must be a positive number of {unit}{alternative}.")
     return float(value)
+
+
+def renamed_argument(
+    new: str, new_value: ValueT | None, old: str, old_value: ValueT | None, *, reason: str
+) -> ValueT | None:
+    """The value of argument ``new``, also accepted under its deprecated name ``old`` (with a warning).
+
+    :param reason: Why it was renamed, for the warning.
+    """
+    if old_value is None:
+        return new_value
+    if new_value is not None:
+        raise ValueError(f"{old} is the deprecated name of {new}: pass only {new}.")
+    warnings.warn(
+        f"{old} is deprecated ({reason}): pass {new}={old_value!r} instead.",
+        AirflowProviderDeprecationWarning,
+        stacklevel=3,
+    )
+    return old_value
+
+
+def check_task_rate_cap(task_requests_per_second: object, requests_per_second: object = None) -> float | None:
+    """The per-task cap on requests per second (None: no cap), also under its deprecated name."""
+    if requests_per_second is None:
+        name, value = "task_requests_per_second", task_requests_per_second
+    else:
+        name = "requests_per_second"
+        value = renamed_argument(
+            "task_requests_per_second",
+            task_requests_per_second,
+            name,
+            requests_per_second,
+            reason="it caps one task's requests, while the connection's requests_per_second is the "
+            "account's budget",
+        )
+    return check_positive_number(name, value, unit="requests per second", none_means="no cap")
 
 
 def check_source(value: object) -> Source:
@@ -141,14 +181,6 @@ def check_literal_customer_ids(value: object) -> None:
 
 
 __all__ = [
-    "CUSTOMER_ERROR_POLICIES",
-    "DEFAULT_MAX_WORKERS",
-    "MAX_PAGE_SIZE",
-    "RECORD_FORMATS",
-    "SOURCES",
-    "CustomerErrorPolicy",
-    "RecordFormat",
-    "Source",
     "check_choice",
     "check_customer_error_policy",
     "check_customer_id",
@@ -160,5 +192,7 @@ __all__ = [
     "check_positive_number",
     "check_record_format",
     "check_source",
+    "check_task_rate_cap",
     "is_templated",
+    "renamed_argument",
 ]

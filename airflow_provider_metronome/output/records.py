@@ -13,7 +13,7 @@
   items gives one record with null line-item fields and the invoice's ``total`` as ``cost``.
 
 Every record is a plain ``dict`` of JSON values whose key order is fixed, so that the same answers
-always encode to the same bytes (see :func:`~airflow_provider_metronome.utils.storage.encode_record`).
+always encode to the same bytes (see :func:`~airflow_provider_metronome.output.encodings.encode_record`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from airflow_provider_metronome.models import (
     InvoiceLineItem,
     SourceObject,
 )
-from airflow_provider_metronome.utils.validation import RecordFormat
+from airflow_provider_metronome.vocabulary import RecordFormat
 
 Record = dict[str, Any]
 DayRecords = list[tuple[dt.date, list[Record]]]

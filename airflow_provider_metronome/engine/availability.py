@@ -13,7 +13,7 @@ customer lacking day D, in this order:
 3. another customer of the run has D: the account produced D, so nothing billed;
 4. some customer has an object for a day before D (the day before the window counts: each customer
    is asked for it too when that costs no extra page, see
-   :func:`~airflow_provider_metronome.utils.fetch.evidence_window`): the account was billing
+   :func:`~airflow_provider_metronome.engine.fetch.evidence_window`): the account was billing
    until D, so D is **not produced yet**;
 5. otherwise no customer of the run was billed on or before D: nothing billed.
 
@@ -39,12 +39,12 @@ from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Any, Protocol
 
+from airflow_provider_metronome.customers import Lifetime
+from airflow_provider_metronome.engine.fetch import DayObjects, fetch_customers, name_customers
 from airflow_provider_metronome.exceptions import MetronomeAPIError
 from airflow_provider_metronome.hooks.metronome import MetronomeHook
-from airflow_provider_metronome.utils.customers import Lifetime
-from airflow_provider_metronome.utils.fetch import DayObjects, fetch_customers, name_customers
-from airflow_provider_metronome.utils.validation import DEFAULT_MAX_WORKERS, Source
-from airflow_provider_metronome.utils.window import MAX_DESCRIBED_RUNS, DayWindow, describe_days
+from airflow_provider_metronome.vocabulary import DEFAULT_MAX_WORKERS, CustomerErrorPolicy, Source
+from airflow_provider_metronome.window import MAX_DESCRIBED_RUNS, DayWindow, describe_days
 
 
 class CheckLog(Protocol):
@@ -231,6 +231,33 @@ class AvailabilityQuery:
     sample: int | None = None
 
 
+class WaitsForDays(Protocol):
+    """What a sensor and its trigger both carry: the parameters of the query they repeat."""
+
+    source: Source
+    max_workers: int
+    on_customer_error: CustomerErrorPolicy
+    sample_customers: int | None
+
+
+def availability_query(
+    waiter: WaitsForDays, customer_ids: Sequence[str] | None, window: DayWindow, first: str | None
+) -> AvailabilityQuery:
+    """The query of one check by a sensor or a trigger: the one place their parameters become a query.
+
+    :param first: The customer missing a day at the previous check, asked first.
+    """
+    return AvailabilityQuery(
+        customer_ids,
+        window,
+        waiter.source,
+        max_workers=waiter.max_workers,
+        skip_customer_errors=waiter.on_customer_error == "skip",
+        first=first,
+        sample=waiter.sample_customers,
+    )
+
+
 def find_missing(hook: MetronomeHook, query: AvailabilityQuery) -> Availability:
     """Ask Metronome whether every day of the window is produced, stopping as soon as the answer is known.
 
@@ -288,7 +315,7 @@ def find_missing(hook: MetronomeHook, query: AvailabilityQuery) -> Availability:
         ids, evidence.lifetimes = customers.ids, customers.lifetimes
     else:
         ids = list(customer_ids)
-    order = [cid for cid in check_order(ids, first, query.sample) if cid not in asked]
+    order = [cid for cid in asking_order(ids, first, query.sample) if cid not in asked]
     if not evidence.every_day_seen and not ask(order[:1], 1):
         ask(order[1:], query.max_workers)
     waited_for = tuple(cid for cid in ids if cid not in skipped)
@@ -331,7 +358,7 @@ def _outcome(
     )
 
 
-def check_order(ids: Sequence[str], first: str | None, sample: int | None) -> list[str]:
+def asking_order(ids: Sequence[str], first: str | None, sample: int | None) -> list[str]:
     """The customers to ask, in order: ``first`` (when among ``ids``), then the others, or a spread of them."""
     rest = [cid for cid in ids if cid != first]
     head = [first] if first is not None and len(rest) < len(ids) else []
@@ -347,7 +374,7 @@ def _nothing(customer_id: str, day_objects: DayObjects) -> None:
     """The check needs only which days are present, which the engine works out itself."""
 
 
-def check_availability(
+def query_availability(
     metronome_conn_id: str, query: AvailabilityQuery, *, log: CheckLog
 ) -> Availability | None:
     """Run :func:`find_missing` once, through a fresh hook, and write the one log line about it.

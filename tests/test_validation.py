@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_provider_metronome.utils.validation import (
+from airflow_provider_metronome.validation import (
     check_customer_ids,
     check_int,
     check_positive_number,

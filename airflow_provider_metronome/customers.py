@@ -8,7 +8,7 @@ one archived at or before ``start``. Metronome lists active and archived custome
 counts once.
 
 Each customer's :class:`Lifetime` is also the first evidence of a day it has nothing billed on
-(see :mod:`airflow_provider_metronome.utils.availability`).
+(see :mod:`airflow_provider_metronome.engine.availability`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from airflow_provider_metronome.models import Customer
-from airflow_provider_metronome.utils.window import DayWindow, to_utc
+from airflow_provider_metronome.window import DayWindow, to_utc
 
 ONE_DAY = dt.timedelta(days=1)
 

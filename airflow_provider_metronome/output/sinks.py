@@ -1,7 +1,8 @@
 """Where one run's records go: the task's XCom return value, one object, or one object per UTC day.
 
-The operator runs one loop over the fetch engine's results and hands each customer's records, grouped
-by day, to a sink; the sink decides how they are kept and what the task returns.
+The operator runs one loop over the fetch engine's results and hands each customer's objects, grouped
+by day, to a sink made for its record format (:func:`open_sink`); the sink owns the rest of the
+pipeline (records, encoding, writers) and says what the task returns (:class:`SinkResult`).
 """
 
 from __future__ import annotations
@@ -10,24 +11,39 @@ import datetime as dt
 import json
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from types import TracebackType
 from typing import IO, Any, Protocol
 
 from airflow_provider_metronome._compat import AirflowFailException, add_output_lineage
 from airflow_provider_metronome.models import JsonNumber, SourceObject
-from airflow_provider_metronome.utils.records import DayRecords, Record, to_day_records
-from airflow_provider_metronome.utils.storage import AtomicJsonLinesWriter, DayLines, to_day_lines
-from airflow_provider_metronome.utils.validation import RecordFormat
+from airflow_provider_metronome.output.encodings import DayLines, to_day_lines
+from airflow_provider_metronome.output.records import DayRecords, Record, to_day_records
+from airflow_provider_metronome.output.uris import open_output, public_uri, storage_conn_id
+from airflow_provider_metronome.output.writers import AtomicJsonLinesWriter
+from airflow_provider_metronome.vocabulary import RecordFormat
 
 DayObjects = Sequence[tuple[dt.date, SourceObject]]
 
 
-class RecordSink(Protocol):
-    """Receives each customer's records in order; ``finish`` gives the task's return value.
+@dataclass(frozen=True)
+class SinkResult:
+    """What a run leaves: the task's return value, and the manifest when the records went to storage.
 
-    ``prepare`` turns one customer's objects into what ``add`` takes (records, or encoded lines); the
-    fetch engine runs it in its worker threads.
+    :param return_value: The records (XCom) or the manifest.
+    :param manifest: The manifest of the objects written; None when the records are the return value.
+    """
+
+    return_value: Any
+    manifest: dict[str, Any] | None = None
+
+
+class RecordSink(Protocol):
+    """Receives each customer's objects in order; ``finish`` says what the run leaves.
+
+    ``prepare`` turns one customer's objects into what ``add`` takes (records, or encoded lines) in
+    the sink's record format; the fetch engine runs it in its worker threads.
     """
 
     def __enter__(self) -> RecordSink: ...
@@ -36,11 +52,48 @@ class RecordSink(Protocol):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None: ...
 
-    def prepare(self, record_format: RecordFormat, customer_id: str, day_objects: DayObjects) -> Any: ...
+    def describe(self) -> str: ...
+
+    def prepare(self, customer_id: str, day_objects: DayObjects) -> Any: ...
 
     def add(self, customer_id: str, prepared: Any) -> None: ...
 
-    def finish(self, summary: dict[str, Any]) -> Any: ...
+    def finish(self, summary: Mapping[str, Any], facts: Mapping[str, Any]) -> SinkResult:
+        """The result; ``summary`` opens the manifest and the run's ``facts`` close it."""
+        ...
+
+
+def open_sink(
+    record_format: RecordFormat,
+    urls: Mapping[dt.date, str] | None,
+    *,
+    conn_id: str | None,
+    split_by_day: bool,
+    xcom_limit: tuple[int, Callable[[int], str]],
+    log: Any,
+    stop_if_killed: Callable[[Sequence[dt.date]], None],
+) -> RecordSink:
+    """The sink of a run, its objects' targets checked before any request.
+
+    :param urls: The rendered ``output_uri`` of each object, keyed by its first day (one per day with
+        ``split_by_day``); None for XCom.
+    :param conn_id: The storage connection, when the URLs do not name it.
+    :param xcom_limit: The largest XCom return value in bytes, and the message for one too big.
+    """
+    if urls is None:
+        return XComSink(record_format, *xcom_limit)
+    writers = {day: _writer(url, conn_id) for day, url in urls.items()}
+    if not split_by_day:
+        return ObjectSink(record_format, next(iter(writers.values())), log)
+    return DaySplitSink(record_format, writers, log, stop_if_killed)
+
+
+def _writer(url: str, conn_id: str | None) -> AtomicJsonLinesWriter:
+    writer = AtomicJsonLinesWriter(
+        open_output(url, conn_id), uri=public_uri(url), conn_id=storage_conn_id(url, conn_id)
+    )
+    writer.check_target()
+    return writer
 
 
 def plain_json(value: Any) -> Any:
@@ -73,7 +126,8 @@ class XComSink:
     :param too_big: Builds the failure message from the size reached.
     """
 
-    def __init__(self, max_bytes: int, too_big: Callable[[int], str]) -> None:
+    def __init__(self, record_format: RecordFormat, max_bytes: int, too_big: Callable[[int], str]) -> None:
+        self.record_format = record_format
         self.max_bytes = max_bytes
         self.too_big = too_big
         self.records: list[Record] = []
@@ -88,10 +142,13 @@ class XComSink:
     ) -> None:
         return None
 
-    def prepare(self, record_format: RecordFormat, customer_id: str, day_objects: DayObjects) -> DayRecords:
+    def describe(self) -> str:
+        return "XCom"
+
+    def prepare(self, customer_id: str, day_objects: DayObjects) -> DayRecords:
         return [
             (day, [plain_json(record) for record in records])
-            for day, records in to_day_records(record_format, customer_id, day_objects)
+            for day, records in to_day_records(self.record_format, customer_id, day_objects)
         ]
 
     def add(self, customer_id: str, prepared: DayRecords) -> None:
@@ -102,14 +159,15 @@ class XComSink:
                     raise AirflowFailException(self.too_big(self.size))
                 self.records.append(record)
 
-    def finish(self, summary: dict[str, Any]) -> list[Record]:
-        return self.records
+    def finish(self, summary: Mapping[str, Any], facts: Mapping[str, Any]) -> SinkResult:
+        return SinkResult(self.records)
 
 
 class ObjectSink:
     """Writes every record into one object, atomically, and returns the run's manifest."""
 
-    def __init__(self, writer: AtomicJsonLinesWriter, log: Any) -> None:
+    def __init__(self, record_format: RecordFormat, writer: AtomicJsonLinesWriter, log: Any) -> None:
+        self.record_format = record_format
         self.writer = writer
         self.log = log
         self.customers = 0
@@ -123,8 +181,11 @@ class ObjectSink:
     ) -> None:
         self.writer.__exit__(exc_type, exc, tb)
 
-    def prepare(self, record_format: RecordFormat, customer_id: str, day_objects: DayObjects) -> DayLines:
-        return to_day_lines(record_format, customer_id, day_objects)
+    def describe(self) -> str:
+        return self.writer.uri
+
+    def prepare(self, customer_id: str, day_objects: DayObjects) -> DayLines:
+        return to_day_lines(self.record_format, customer_id, day_objects)
 
     def add(self, customer_id: str, prepared: DayLines) -> None:
         # The manifest counts customers whose records were written, not those merely asked about.
@@ -134,12 +195,12 @@ class ObjectSink:
             for line in lines:
                 self.writer.write(line)
 
-    def finish(self, summary: dict[str, Any]) -> dict[str, Any]:
+    def finish(self, summary: Mapping[str, Any], facts: Mapping[str, Any]) -> SinkResult:
         writer = self.writer
         # Reported only now that the object is in place: a failed run has no output to trace.
         add_output_lineage(writer.path, writer.uri)
         _log_object(self.log, writer)
-        return {
+        manifest = {
             "uri": writer.uri,
             **summary,
             "customers": self.customers,
@@ -147,7 +208,9 @@ class ObjectSink:
             "bytes": writer.bytes_written,
             "changed": writer.changed,
             "conn_id": writer.conn_id,
+            **facts,
         }
+        return SinkResult(manifest, manifest)
 
 
 class DaySplitSink:
@@ -167,10 +230,12 @@ class DaySplitSink:
 
     def __init__(
         self,
+        record_format: RecordFormat,
         writers: Mapping[dt.date, AtomicJsonLinesWriter],
         log: Any,
         stop_if_killed: Callable[[Sequence[dt.date]], None],
     ) -> None:
+        self.record_format = record_format
         self.writers = dict(writers)
         self.log = log
         self.stop_if_killed = stop_if_killed
@@ -202,8 +267,12 @@ class DaySplitSink:
                 spool.close()
             self._spools.clear()
 
-    def prepare(self, record_format: RecordFormat, customer_id: str, day_objects: DayObjects) -> DayLines:
-        return to_day_lines(record_format, customer_id, day_objects)
+    def describe(self) -> str:
+        uris = [writer.uri for writer in self.writers.values()]
+        return uris[0] if len(uris) == 1 else f"{len(uris)} daily objects ({uris[0]} ... {uris[-1]})"
+
+    def prepare(self, customer_id: str, day_objects: DayObjects) -> DayLines:
+        return to_day_lines(self.record_format, customer_id, day_objects)
 
     def add(self, customer_id: str, prepared: DayLines) -> None:
         wrote_any = False
@@ -250,7 +319,7 @@ class DaySplitSink:
             self.written.append(day)
             _log_object(self.log, writer)
 
-    def finish(self, summary: dict[str, Any]) -> dict[str, Any]:
+    def finish(self, summary: Mapping[str, Any], facts: Mapping[str, Any]) -> SinkResult:
         objects = [
             {
                 "date": str(day),
@@ -267,14 +336,16 @@ class DaySplitSink:
             add_output_lineage(writer.path, writer.uri)
         changed = [str(day) for day, writer in self.writers.items() if writer.changed]
         self.log.info("%d of %d day(s) changed: %s", len(changed), len(objects), ", ".join(changed) or "none")
-        return {
+        manifest = {
             **summary,
             "objects": objects,
             "changed_days": changed,
             "customers": self.all_customers,
             "records": sum(entry["records"] for entry in objects),
             "bytes": sum(entry["bytes"] for entry in objects),
+            **facts,
         }
+        return SinkResult(manifest, manifest)
 
 
 def _log_object(log: Any, writer: AtomicJsonLinesWriter) -> None:
