@@ -8,7 +8,7 @@ SMOKE_VERSIONS ?= 2.10 3.0 3.1 3.2
 # Smoke installs and runs at once (mostly download and unpack; CI has 2 CPUs).
 SMOKE_JOBS ?= 2
 
-.PHONY: demo test test-airflow3 test-airflow2 test-browser test-smoke lint typecheck bench clean
+.PHONY: demo test test-airflow3 test-airflow2 test-airflow2-and-smoke test-browser test-smoke lint typecheck bench clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -37,8 +37,13 @@ $(VENV_AIRFLOW2)/.installed: pyproject.toml constraints-airflow2.txt
 demo: $(VENV)/.installed
 	$(VENV)/bin/python scripts/demo.py
 
-## Lint, type-check and run the whole suite on Airflow 3.3, then the suite on Airflow 2.11, then the smoke test on the other lines.
-test: lint typecheck test-airflow3 test-airflow2 test-smoke
+## Lint and type-check, then at once (2 jobs): the whole suite on Airflow 3.3, and the suite on Airflow 2.11
+## followed by the smoke test on the other lines. Each job's output is printed whole when it ends.
+test: lint typecheck
+	$(MAKE) -j2 --output-sync=target test-airflow3 test-airflow2-and-smoke
+
+test-airflow2-and-smoke: test-airflow2
+	$(MAKE) test-smoke
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
@@ -66,7 +71,7 @@ test-smoke:
 smoke-%: .venv-smoke-%/.installed
 	.venv-smoke-$*/bin/python tests/smoke/run_smoke.py
 
-## Benchmarks (not part of `make test`): prints the table published in the README.
+## Benchmarks (not part of `make test`): prints the tables and rewrites them in docs/benchmarks.md.
 bench: $(VENV)/.installed
 	$(VENV)/bin/python tests/benchmarks/run.py
 

@@ -194,6 +194,23 @@ def plain_utc(value: datetime) -> datetime:
     )
 
 
+def utc(moment: date) -> datetime:
+    """``moment`` as an aware UTC datetime: a date means its midnight UTC, a naive datetime is read as UTC."""
+    if not isinstance(moment, datetime):
+        return datetime(moment.year, moment.month, moment.day, tzinfo=timezone.utc)
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+
+
+def window_index(moment: datetime, size: WindowSize, *, ceil: bool) -> int:
+    """Index of the window (counted from the Unix epoch) at or after / before ``moment``."""
+    length = WINDOW_LENGTHS[size]
+    return -((EPOCH - moment) // length) if ceil else (moment - EPOCH) // length
+
+
+def window_start(index: int, size: WindowSize) -> datetime:
+    return EPOCH + index * WINDOW_LENGTHS[size]
+
+
 def month_bounds(moment: datetime) -> tuple[datetime, datetime]:
     """The UTC calendar month containing ``moment``: Metronome's usage invoice period."""
     start = datetime(moment.year, moment.month, 1, tzinfo=timezone.utc)

@@ -19,9 +19,17 @@ test run. It starts the project's simulator in a separate process and measures:
 9. ordinary turbulence: 503s and HTML pages under a rate limit, ten seeded runs against their floor
    and a calm run's bytes (:mod:`tests.benchmarks.turbulence`; ``--turbulence-runs`` for fewer).
 
-Progress goes to stderr; the results go to stdout as markdown, ready to paste under the README's
-"Benchmarks" heading. ``--only`` runs some parts; the targets of parts not run are left out. The exit
-status is 1 when a target is missed.
+Progress goes to stderr; the results go to stdout as markdown. ``--only`` runs some parts; the targets
+of parts not run are left out. The exit status is 1 when a target is missed.
+
+The results are also written into ``docs/benchmarks.md`` (``--page`` for another page, ``--no-page``
+for none), the one home of the published tables: each part's section lives between
+``<!-- bench:<part> -->`` and ``<!-- /bench:<part> -->``, with the command, the time and the machine of
+the run that measured it, and the targets table between ``<!-- bench:targets -->`` and
+``<!-- /bench:targets -->`` has one row per target, tagged with its part. As each part finishes, its
+region is rewritten and its rows of the targets table replaced; the rest of the page (its prose, the
+other parts' regions and rows) is left byte for byte as it was. A page without the region of a part
+to run is refused before anything is measured.
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ import json  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
+import re  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -47,8 +56,9 @@ from collections.abc import Callable, Sequence  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from typing import Any  # noqa: E402
 
+# cpu_page is imported where it is used: it imports the provider (and Airflow), which the runner itself
+# does not need (and the page's unit tests should not pay for).
 from tests.benchmarks import (  # noqa: E402
-    cpu_page,
     import_cost,
     memory_child,
     rate_limit,
@@ -303,6 +313,8 @@ def fetch_targets(runs: list[FetchRun]) -> list[Target]:
 
 
 def cpu_section(result: dict[str, Any]) -> tuple[list[str], list[Target]]:
+    from tests.benchmarks import cpu_page
+
     floor = result["floor_seconds"]
     lines = [
         f"### 2. CPU per page: one {result['windows']}-window costs page ({result['page_bytes']:,} bytes)",
@@ -497,13 +509,19 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def machine() -> str:
+    """The machine and the versions measured on, as the page states them."""
+    return (
+        f"{platform.system()} {platform.machine()} ({_cpu_model()}), **{os.cpu_count()} CPUs** "
+        f"(`os.cpu_count()`), Python {platform.python_version()}, Airflow {_version('apache-airflow')}, "
+        f"requests {_version('requests')}, metronome-sdk {_version('metronome-sdk')}"
+    )
+
+
 def header() -> list[str]:
     today = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return [
-        f"`python tests/benchmarks/run.py`, {today}, on {platform.system()} {platform.machine()} "
-        f"({_cpu_model()}), **{os.cpu_count()} CPUs** (`os.cpu_count()`), Python {platform.python_version()}, "
-        f"Airflow {_version('apache-airflow')}, requests {_version('requests')}, "
-        f"metronome-sdk {_version('metronome-sdk')}. The simulator runs in its own process.",
+        f"`python tests/benchmarks/run.py`, {today}, on {machine()}. The simulator runs in its own process.",
     ]
 
 
@@ -511,6 +529,113 @@ def targets_table(targets: list[Target]) -> list[str]:
     lines = ["### Targets", "", "| target | measured | result |", "|---|---|---|"]
     lines += [f"| {t.name} | {t.measured} | {'PASS' if t.met else 'MISS'} |" for t in targets]
     return lines
+
+
+# -- the page: docs/benchmarks.md --------------------------------------------------------------------
+
+PAGE = REPO_ROOT / "docs" / "benchmarks.md"
+TARGETS_REGION = "targets"
+TARGETS_HEADER = ["| part | target | measured | result |", "|---|---|---|---|"]
+TARGET_ROW = re.compile(r"^\|\s*(?P<part>[a-z][\w-]*)\s*\|")
+
+
+class PageError(ValueError):
+    """The page does not have the regions a run would write."""
+
+
+def markers(region: str) -> tuple[str, str]:
+    return f"<!-- bench:{region} -->", f"<!-- /bench:{region} -->"
+
+
+def region_span(text: str, region: str) -> tuple[int, int]:
+    """Where ``region``'s body lies in ``text``: from after its opening marker's line to its closing marker."""
+    opening, closing = markers(region)
+    starts = [match.end() for match in re.finditer(rf"^{re.escape(opening)}[ \t]*\n", text, re.MULTILINE)]
+    ends = [match.start() for match in re.finditer(rf"^{re.escape(closing)}[ \t]*$", text, re.MULTILINE)]
+    if not starts or not ends:
+        raise PageError(f"the page has no region {opening} ... {closing} (each on a line of its own)")
+    if len(starts) > 1 or len(ends) > 1:
+        raise PageError(f"the page has the region {region} more than once")
+    if ends[0] < starts[0]:
+        raise PageError(f"the page's {closing} comes before its {opening}")
+    return starts[0], ends[0]
+
+
+def region_lines(text: str, region: str) -> list[str]:
+    start, end = region_span(text, region)
+    return text[start:end].splitlines()
+
+
+def replace_region(text: str, region: str, lines: Sequence[str]) -> str:
+    """``text`` with ``region``'s body replaced by ``lines``; nothing else of it changes."""
+    start, end = region_span(text, region)
+    return text[:start] + "".join(line + "\n" for line in lines) + text[end:]
+
+
+def check_page(text: str, parts: Sequence[str]) -> None:
+    """Refuse, before anything is measured, a page that lacks a region this run would write."""
+    for region in (TARGETS_REGION, *parts):
+        region_span(text, region)
+
+
+def span(started: dt.datetime, ended: dt.datetime) -> str:
+    """``2026-12-03 10:00-10:05 UTC`` (``10:00 UTC`` within a minute), both dates over midnight (UTC)."""
+    if f"{started:%Y-%m-%d %H:%M}" == f"{ended:%Y-%m-%d %H:%M}":
+        return f"{started:%Y-%m-%d %H:%M} UTC"
+    if started.date() == ended.date():
+        return f"{started:%Y-%m-%d %H:%M}-{ended:%H:%M} UTC"
+    return f"{started:%Y-%m-%d %H:%M} UTC to {ended:%Y-%m-%d %H:%M} UTC"
+
+
+def part_region(lines: Sequence[str], measured: str) -> list[str]:
+    """A part's section with the line saying how it was measured after its heading.
+
+    Blank lines around it keep the markers out of its markdown (a table ends before a marker).
+    """
+    if lines and lines[0].startswith("#"):
+        return ["", lines[0], "", measured, *lines[1:], ""]
+    return ["", measured, "", *lines, ""]
+
+
+def merge_targets(existing: Sequence[str], part: str, targets: Sequence[Target]) -> list[str]:
+    """The targets table with ``part``'s rows replaced by ``targets``, the other parts' rows kept as they are.
+
+    Rows are grouped by part, in the order of PARTS; rows of a part this script does not know are kept, last.
+    """
+    rows: dict[str, list[str]] = {}
+    for line in existing:
+        match = TARGET_ROW.match(line)
+        if match and line not in TARGETS_HEADER and match["part"] != "part":
+            rows.setdefault(match["part"], []).append(line)
+    rows[part] = [f"| {part} | {t.name} | {t.measured} | {'PASS' if t.met else 'MISS'} |" for t in targets]
+    ordered = [name for name in PARTS if name in rows] + [name for name in rows if name not in PARTS]
+    return ["", *TARGETS_HEADER, *(row for name in ordered for row in rows[name]), ""]
+
+
+def write_part(text: str, part: str, lines: Sequence[str], targets: Sequence[Target], measured: str) -> str:
+    """``text`` with ``part``'s region and its rows of the targets table rewritten."""
+    text = replace_region(text, part, part_region(lines, measured))
+    return replace_region(
+        text, TARGETS_REGION, merge_targets(region_lines(text, TARGETS_REGION), part, targets)
+    )
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def record(page: Path, part: str, lines: Sequence[str], targets: Sequence[Target], run: str) -> None:
+    """Write one part's results into ``page``, as measured by ``run`` (the command and its time)."""
+    measured = f"Measured by {run}, on {machine()}."
+    save(page, write_part(page.read_text(encoding="utf-8"), part, lines, targets, measured))
+    progress(f"{part}: written to {page}")
+
+
+def save(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` at once (a reader sees the old page or the new one)."""
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
 
 
 def _count(text: str) -> int:
@@ -528,30 +653,59 @@ def _parser() -> argparse.ArgumentParser:
         default=turbulence.RUNS,
         help="seeded runs of the turbulence part, 2-3 minutes each (default and published: %(default)s)",
     )
+    parser.add_argument(
+        "--page",
+        type=Path,
+        default=PAGE,
+        help="the page whose regions the parts run rewrite (default: docs/benchmarks.md)",
+    )
+    parser.add_argument("--no-page", action="store_true", help="print the results only; write no page")
     return parser
 
 
+def _page(parser: argparse.ArgumentParser, args: argparse.Namespace, parts: Sequence[str]) -> Path | None:
+    """The page to write (None: --no-page), refused at once if it lacks a region of the parts to run."""
+    if args.no_page:
+        return None
+    page: Path = args.page
+    try:
+        check_page(page.read_text(encoding="utf-8"), parts)
+    except (OSError, PageError) as err:
+        parser.error(f"{page}: {err}")
+    return page
+
+
+def fetch_part() -> tuple[list[str], list[Target]]:
+    runs, outputs = run_fetch()
+    default_workers = runs[0].max_workers
+    return fetch_section(runs, outputs, default_workers), fetch_targets(runs)
+
+
+def cpu_part() -> tuple[list[str], list[Target]]:
+    from tests.benchmarks import cpu_page
+
+    progress("cpu: one 100-window page")
+    return cpu_section(cpu_page.measure())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     parts = args.only or list(PARTS)
+    page = _page(parser, args, parts)
+    command = " ".join(["python tests/benchmarks/run.py", *(sys.argv[1:] if argv is None else argv)])
     started = time.monotonic()
     sections: list[list[str]] = []
     targets: list[Target] = []
 
     def part(name: str, produce: Callable[[], tuple[list[str], list[Target]]]) -> None:
         if name in parts:
+            began = now()
             lines, found = produce()
             sections.append(lines)
             targets.extend(found)
-
-    def fetch() -> tuple[list[str], list[Target]]:
-        runs, outputs = run_fetch()
-        default_workers = runs[0].max_workers
-        return fetch_section(runs, outputs, default_workers), fetch_targets(runs)
-
-    def cpu() -> tuple[list[str], list[Target]]:
-        progress("cpu: one 100-window page")
-        return cpu_section(cpu_page.measure())
+            if page is not None:
+                record(page, name, lines, found, f"`{command}`, {span(began, now())}")
 
     def imports() -> tuple[list[str], list[Target]]:
         progress("imports")
@@ -585,8 +739,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         lines, found = turbulence.run(args.turbulence_runs)
         return lines, [Target(*target) for target in found]
 
-    part("fetch", fetch)
-    part("cpu", cpu)
+    part("fetch", fetch_part)
+    part("cpu", cpu_part)
     part("memory", lambda: memory_section(run_memory()))
     part("memorys3", run_memory_s3)
     part("imports", imports)
