@@ -328,7 +328,7 @@ def cpu_section(result: dict[str, Any]) -> tuple[list[str], list[Target]]:
         f"{result['line_items_seconds'] * 1e6:,.0f} | {result['line_items_seconds'] / floor:.2f}x |",
         "",
         "Provider = the hook's parse and validation (`Page[CostWindow].model_validate_json`), then the "
-        "fetch engine's `check_day_windows`, then `to_day_lines` (raw: the object as sent, `customer_id` in front; line_items: `to_records`; both encoded with every number's digits as sent). The floor produces the same "
+        "fetch engine's `days_of_objects`, then `to_day_lines` (raw: the object as sent, `customer_id` in front; line_items: `to_records`; both encoded with every number's digits as sent). The floor produces the same "
         "bytes as the raw format (checked). Best of "
         f"{cpu_page.TIMING_REPEATS} timeit repeats.",
     ]
