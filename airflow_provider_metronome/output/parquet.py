@@ -93,25 +93,30 @@ def to_batch(source: Source, records: Sequence[Record]) -> pa.RecordBatch:
 
 
 def _column(field: pa.Field, values: list[Any]) -> pa.Array:
-    if field.name in _JSON_FIELDS:
-        return pa.array(
-            [None if value is None else dump_json(value).decode() for value in values], pa.string()
-        )
     try:
-        if field.name in _TIMESTAMP_FIELDS:
-            return pa.array(values, pa.string()).cast(TIMESTAMP)
-        # Decimals are built from each JsonNumber's digits, never through a float; pyarrow refuses
-        # a value that would need rounding or more digits than the column has.
-        return pa.array(values, field.type)
+        return _convert(field, values)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as err:
         raise AirflowFailException(_unfit_message(field, _first_unfit(field, values), err)) from None
 
 
+def _convert(field: pa.Field, values: list[Any]) -> pa.Array:
+    if field.name in _JSON_FIELDS:
+        return pa.array(
+            [None if value is None else dump_json(value).decode() for value in values], pa.string()
+        )
+    if field.name in _TIMESTAMP_FIELDS:
+        return pa.array(values, pa.string()).cast(TIMESTAMP)
+    # Decimals are built from each JsonNumber's digits, never through a float; pyarrow refuses a
+    # value that would need rounding or more digits than the column has.
+    return pa.array(values, field.type)
+
+
 def _first_unfit(field: pa.Field, values: list[Any]) -> Any:
+    """The first value its column cannot hold (the one the failure names)."""
     for value in values:
         try:
-            _column(field, [value])
-        except AirflowFailException:
+            _convert(field, [value])
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
             return value
     return None
 
