@@ -51,6 +51,7 @@ from tests.benchmarks import (  # noqa: E402
     cpu_page,
     import_cost,
     memory_child,
+    parquet_output,
     rate_limit,
     real_account,
     request_budget,
@@ -87,6 +88,7 @@ PARTS = (
     "requestcpu",
     "realaccount",
     "turbulence",
+    "parquet",
 )
 
 
@@ -596,6 +598,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     part("requestcpu", requestcpu)
     part("realaccount", realaccount)
     part("turbulence", turbulent)
+    part("parquet", lambda: parquet_output.run(progress, Target))
     progress(f"done in {time.monotonic() - started:.0f} s")
 
     report = [header(), targets_table(targets), *sections]

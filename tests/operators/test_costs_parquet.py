@@ -12,8 +12,11 @@ from typing import Any
 
 import pytest
 
-pq = pytest.importorskip("pyarrow.parquet", reason="Parquet output needs the parquet extra")
-duckdb = pytest.importorskip("duckdb", reason="the lake query test needs duckdb (the test extra)")
+pytest.importorskip("pyarrow", reason="Parquet output needs the parquet extra")
+pytest.importorskip("duckdb", reason="the lake query test needs duckdb (the test extra)")
+
+import duckdb
+import pyarrow.parquet as pq
 
 import airflow_provider_metronome.output as output_package
 from airflow_provider_metronome._compat import AirflowFailException
