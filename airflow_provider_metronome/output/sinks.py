@@ -51,7 +51,7 @@ class SinkResult:
 class RecordSink(Protocol):
     """Receives each customer's objects in order; ``finish`` says what the run leaves.
 
-    ``prepare`` turns one customer's objects into what ``add`` takes (records, or encoded lines) in
+    ``prepare`` turns one customer's objects into what ``add`` takes (records, encoded lines, or Arrow rows) in
     the sink's record format; the fetch engine runs it in its worker threads.
     """
 
@@ -297,9 +297,9 @@ class ObjectSink:
 
 
 class DaySplitSink:
-    """One object per UTC day: each day's lines spooled to a local temporary file, then written whole.
+    """One object per UTC day: each day's lines (or rows) spooled to a local temporary file, then written whole.
 
-    Memory stays flat in customers (lines go to disk as they come) and in days (one open spool file
+    Memory stays flat in customers (lines or rows go to disk as they come) and in days (one open spool file
     per day). Spool files have no name on disk (``tempfile.TemporaryFile``): a killed run, even with
     SIGKILL, leaves no copy of the billing data behind. Nothing is written until every customer has been fetched and checked; then each day's
     object is written atomically, in day order, through its own writer, which leaves a day whose
