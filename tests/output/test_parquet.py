@@ -27,7 +27,6 @@ from airflow_provider_metronome.testing import MetronomeSimulator
 DAYS = [dt.date(2024, 1, 5) + dt.timedelta(days=offset) for offset in range(3)]
 DECIMAL = "decimal128(38, 18)"
 TIMESTAMP = "timestamp[us, tz=UTC]"
-GROUPS = "map<string, string ('group_values')>"
 
 
 @pytest.fixture(scope="module")
