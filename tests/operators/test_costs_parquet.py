@@ -260,3 +260,10 @@ def test_parquet_without_pyarrow_fails_before_any_request_naming_the_extra(
 
     assert sim.requests == []
     assert not tmp_path.exists() or os.listdir(tmp_path) == []
+
+
+def test_a_gzipped_parquet_name_is_refused_when_the_dag_is_parsed() -> None:
+    with pytest.raises(ValueError, match=r"gzips a Parquet name: Parquet compresses its own columns"):
+        MetronomeCostsOperator(
+            task_id="gz", output_uri="file:///data/{date}.parquet.gz", record_format="line_items"
+        )
