@@ -272,10 +272,13 @@ class InvoiceLineItem(TypedDict):
     credit_type: NotRequired[CreditType | None]
     type: NotRequired[str | None]
     quantity: NotRequired[Number | None]
+    unit_price: NotRequired[Number | None]
     product_id: NotRequired[str | None]
+    product_type: NotRequired[str | None]
     group_key: NotRequired[str | None]
     group_value: NotRequired[str | None]
     presentation_group_values: NotRequired[dict[str, str | None] | None]
+    pricing_group_values: NotRequired[dict[str, str | None] | None]
 
 
 class InvoiceBreakdown(DayObject):
@@ -290,6 +293,9 @@ class InvoiceBreakdown(DayObject):
     type: str
     breakdown_start_timestamp: str
     breakdown_end_timestamp: str
+    # The invoice's billing period (a month, say), which holds the breakdown's window.
+    start_timestamp: str | None = None
+    end_timestamp: str | None = None
 
     @property
     def window_start(self) -> str:

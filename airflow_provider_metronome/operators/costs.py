@@ -26,6 +26,7 @@ from airflow_provider_metronome.engine.fetch import (
 from airflow_provider_metronome.hooks.metronome import MetronomeHook
 from airflow_provider_metronome.output.sinks import RecordSink, SinkResult, open_sink
 from airflow_provider_metronome.output.uris import (
+    check_output_format,
     check_output_uri,
     check_split_uri,
     placeholders_in,
@@ -96,7 +97,8 @@ class MetronomeCostsOperator(BaseOperator):
     35). Longer windows are refused before any request: split them into monthly runs.
 
     Without ``output_uri`` the records are the task's return value (XCom), up to ``max_xcom_bytes``.
-    With it, they are written as JSON Lines (gzip when the name ends in ``.gz``) atomically, and the
+    With it, they are written as JSON Lines (gzip when the name ends in ``.gz``), or as Parquet when
+    it ends in ``.parquet`` (``line_items`` only; needs the ``[parquet]`` extra), atomically, and the
     return value is a manifest: ``uri, source, record_format, window, customers`` (those with at
     least one record written), ``records, bytes, changed, missing_days, skipped``. Records are
     ordered by customer id, then window start, so the same answers always give the same bytes. A
@@ -217,6 +219,7 @@ class MetronomeCostsOperator(BaseOperator):
             )
         if isinstance(self.output_uri, str) and not is_templated(self.output_uri):
             check_output_uri(self.output_uri)
+            check_output_format(self.output_uri, self.record_format)
         self._check_split()
         check_literal_customer_ids(self.customer_ids)
         window = DayWindow.check_literal(self.starting_on, self.ending_before)
@@ -248,6 +251,7 @@ class MetronomeCostsOperator(BaseOperator):
         sink = open_sink(
             self.record_format,
             self._object_urls(context, window, customer_ids),
+            source=self.source,
             conn_id=self.output_conn_id,
             split_by_day=self.split_by_day,
             xcom_limit=(self.max_xcom_bytes, partial(self._xcom_too_big, window)),

@@ -1,15 +1,19 @@
 """How records become bytes: JSON Lines, one compact line per record, numbers as Metronome sent them.
 
 The one encoder of both record formats; gzip is the writer's (:mod:`~airflow_provider_metronome.output.writers`).
+:class:`JsonLinesStream` and :class:`JsonLinesSpool` are the JSON Lines side of what the sinks
+write and spool (the Parquet side is in :mod:`~airflow_provider_metronome.output.parquet`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import IO
 
 from airflow_provider_metronome.models import SourceObject, dump_json, refuse_non_finite
 from airflow_provider_metronome.output.records import Record, to_day_records
+from airflow_provider_metronome.output.writers import AtomicObjectWriter
 from airflow_provider_metronome.vocabulary import RecordFormat
 
 DayLines = list[tuple[dt.date, list[bytes]]]
@@ -49,4 +53,41 @@ def to_day_lines(
     ]
 
 
-__all__ = ["encode_record", "to_day_lines"]
+class JsonLinesStream:
+    """Writes encoded lines into one object through an open :class:`AtomicObjectWriter`."""
+
+    def __init__(self, writer: AtomicObjectWriter) -> None:
+        self._writer = writer
+
+    def add(self, lines: Sequence[bytes]) -> None:
+        for line in lines:
+            self._writer.write(line)
+
+    def close(self) -> None:
+        return None
+
+    def abandon(self) -> None:
+        return None
+
+
+class JsonLinesSpool:
+    """One day's lines on local disk, read back one line at a time."""
+
+    def __init__(self, file: IO[bytes]) -> None:
+        self._file = file
+
+    def add(self, lines: Sequence[bytes]) -> None:
+        self._file.writelines(lines)
+
+    def chunks(self) -> Iterator[list[bytes]]:
+        """The lines spooled, one a chunk: readline, not a list, so one line is in memory at a time."""
+        self._file.flush()
+        self._file.seek(0)
+        for line in iter(self._file.readline, b""):
+            yield [line]
+
+    def close(self) -> None:
+        self._file.close()
+
+
+__all__ = ["JsonLinesSpool", "JsonLinesStream", "encode_record", "to_day_lines"]

@@ -11,11 +11,13 @@ from typing import Any
 
 from airflow_provider_metronome.models import parse_json
 from airflow_provider_metronome.output.records import Record, record_amounts
-from airflow_provider_metronome.output.uris import storage_path
+from airflow_provider_metronome.output.uris import is_parquet, storage_path
 
 
 def iter_output(uri: str | os.PathLike[str], *, conn_id: str | None = None) -> Iterator[Record]:
-    """Read back the records of an object the operator wrote (JSON Lines, gzipped when ``.gz``).
+    """Read back the records of an object the operator wrote (JSON Lines, gzipped when ``.gz``; Parquet).
+
+    Parquet records hold ``Decimal`` numbers, UTC datetimes, dicts for maps and ``extra`` as JSON.
 
     :param uri: The manifest's ``uri`` (an ObjectStoragePath URL, read as is: no percent-decoding),
         or a local path.
@@ -25,6 +27,11 @@ def iter_output(uri: str | os.PathLike[str], *, conn_id: str | None = None) -> I
         uri = f"file://{os.path.abspath(os.fspath(uri))}"
     path = storage_path(uri, conn_id)
     with path.open("rb") as raw:
+        if is_parquet(path.name):
+            from airflow_provider_metronome.output.parquet import iter_records
+
+            yield from iter_records(raw)
+            return
         stream: Any = gzip.GzipFile(fileobj=raw, mode="rb") if path.name.endswith(".gz") else raw
         # readline, not iteration: Airflow 2's file wrapper has no __iter__.
         for line in iter(stream.readline, b""):

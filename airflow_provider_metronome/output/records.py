@@ -8,9 +8,16 @@
   key missing or empty) gives one record whose ``line_item_name``, ``group_key`` and ``group_value``
   are null and whose ``cost`` is the credit type's cost, so totals are never lost.
 - invoice breakdowns: :data:`BREAKDOWN_LINE_ITEM_FIELDS`, the costs fields (``cost`` is the line
-  item's ``total``; the credit type is the line item's, else the invoice's) followed by ``quantity``,
-  ``product_id``, ``line_item_type``, ``invoice_id`` and ``invoice_status``. An invoice without line
-  items gives one record with null line-item fields and the invoice's ``total`` as ``cost``.
+  item's ``total``; the credit type is the line item's, else the invoice's) followed by the line
+  item's ``quantity``, ``unit_price``, ``product_id``, ``product_type``, ``line_item_type`` (its
+  ``type``), ``presentation_group_values`` and ``pricing_group_values``, then the invoice's
+  ``invoice_id``, ``invoice_status`` and billing period (``invoice_start_timestamp``,
+  ``invoice_end_timestamp``: its ``start_timestamp``/``end_timestamp``, a month say, while
+  ``start_timestamp``/``end_timestamp`` are the breakdown's day). An invoice without line items
+  gives one record with null line-item fields and the invoice's ``total`` as ``cost``.
+
+Both end with ``extra``: the line item's fields that no other field names (Metronome adds fields
+over time), as an object, or null when there are none; so a new field is kept, never lost.
 
 Every record is a plain ``dict`` of JSON values whose key order is fixed, so that the same answers
 always encode to the same bytes (see :func:`~airflow_provider_metronome.output.encodings.encode_record`).
@@ -19,7 +26,7 @@ always encode to the same bytes (see :func:`~airflow_provider_metronome.output.e
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import groupby
 from typing import Any
 
@@ -36,7 +43,7 @@ Record = dict[str, Any]
 DayRecords = list[tuple[dt.date, list[Record]]]
 """One customer's records grouped by the UTC day of their object, in day order (days without any left out)."""
 
-COSTS_LINE_ITEM_FIELDS: tuple[str, ...] = (
+_COMMON_FIELDS: tuple[str, ...] = (
     "customer_id",
     "start_timestamp",
     "end_timestamp",
@@ -47,13 +54,39 @@ COSTS_LINE_ITEM_FIELDS: tuple[str, ...] = (
     "group_value",
     "cost",
 )
+COSTS_LINE_ITEM_FIELDS: tuple[str, ...] = (*_COMMON_FIELDS, "extra")
 BREAKDOWN_LINE_ITEM_FIELDS: tuple[str, ...] = (
-    *COSTS_LINE_ITEM_FIELDS,
+    *_COMMON_FIELDS,
     "quantity",
+    "unit_price",
     "product_id",
+    "product_type",
     "line_item_type",
+    "presentation_group_values",
+    "pricing_group_values",
     "invoice_id",
     "invoice_status",
+    "invoice_start_timestamp",
+    "invoice_end_timestamp",
+    "extra",
+)
+# The keys of a line item that the fields above name; any other key goes to ``extra``.
+_COSTS_LINE_KEYS = frozenset({"name", "cost", "group_key", "group_value"})
+_BREAKDOWN_LINE_KEYS = frozenset(
+    {
+        "name",
+        "total",
+        "credit_type",
+        "type",
+        "quantity",
+        "unit_price",
+        "product_id",
+        "product_type",
+        "group_key",
+        "group_value",
+        "presentation_group_values",
+        "pricing_group_values",
+    }
 )
 
 
@@ -115,6 +148,7 @@ def _credit_type_lines(credit_type: CreditTypeCost) -> Iterator[Record]:
             "group_key": None,
             "group_value": None,
             "cost": credit_type.get("cost"),
+            "extra": None,
         }
         return
     for line in lines:
@@ -123,11 +157,23 @@ def _credit_type_lines(credit_type: CreditTypeCost) -> Iterator[Record]:
             "group_key": line.get("group_key"),
             "group_value": line.get("group_value"),
             "cost": line["cost"],
+            "extra": _extra(line, _COSTS_LINE_KEYS),
         }
 
 
+def _extra(line: Mapping[str, Any], named: frozenset[str]) -> Record | None:
+    """The line item's fields that no record field names, or None when there are none."""
+    extra = {key: value for key, value in line.items() if key not in named}
+    return extra or None
+
+
 def _breakdown_lines(invoice: InvoiceBreakdown) -> Iterator[Record]:
-    invoice_fields = {"invoice_id": invoice.id, "invoice_status": invoice.status}
+    invoice_fields = {
+        "invoice_id": invoice.id,
+        "invoice_status": invoice.status,
+        "invoice_start_timestamp": invoice.start_timestamp,
+        "invoice_end_timestamp": invoice.end_timestamp,
+    }
     if not invoice.line_items:
         yield {
             "customer_id": invoice.customer_id,
@@ -140,13 +186,18 @@ def _breakdown_lines(invoice: InvoiceBreakdown) -> Iterator[Record]:
             "group_value": None,
             "cost": invoice.total,
             "quantity": None,
+            "unit_price": None,
             "product_id": None,
+            "product_type": None,
             "line_item_type": None,
+            "presentation_group_values": None,
+            "pricing_group_values": None,
             **invoice_fields,
+            "extra": None,
         }
         return
     for line in invoice.line_items:
-        yield _breakdown_line(invoice, line) | invoice_fields
+        yield _breakdown_line(invoice, line) | invoice_fields | {"extra": _extra(line, _BREAKDOWN_LINE_KEYS)}
 
 
 def _breakdown_line(invoice: InvoiceBreakdown, line: InvoiceLineItem) -> Record:
@@ -162,8 +213,12 @@ def _breakdown_line(invoice: InvoiceBreakdown, line: InvoiceLineItem) -> Record:
         "group_value": line.get("group_value"),
         "cost": line["total"],
         "quantity": line.get("quantity"),
+        "unit_price": line.get("unit_price"),
         "product_id": line.get("product_id"),
+        "product_type": line.get("product_type"),
         "line_item_type": line.get("type"),
+        "presentation_group_values": line.get("presentation_group_values"),
+        "pricing_group_values": line.get("pricing_group_values"),
     }
 
 

@@ -10,19 +10,28 @@ from __future__ import annotations
 import datetime as dt
 import json
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import partial
 from types import TracebackType
 from typing import IO, Any, Protocol
 
 from airflow_provider_metronome._compat import AirflowFailException, add_output_lineage
 from airflow_provider_metronome.models import JsonNumber, SourceObject
-from airflow_provider_metronome.output.encodings import DayLines, to_day_lines
+from airflow_provider_metronome.output.encodings import JsonLinesSpool, JsonLinesStream, to_day_lines
 from airflow_provider_metronome.output.records import DayRecords, Record, to_day_records
-from airflow_provider_metronome.output.uris import open_output, public_uri, storage_conn_id
-from airflow_provider_metronome.output.writers import AtomicJsonLinesWriter
-from airflow_provider_metronome.vocabulary import RecordFormat
+from airflow_provider_metronome.output.uris import (
+    PARQUET_REQUIREMENT,
+    check_output_format,
+    is_parquet,
+    open_output,
+    public_uri,
+    storage_conn_id,
+)
+from airflow_provider_metronome.output.writers import AtomicObjectWriter
+from airflow_provider_metronome.vocabulary import RecordFormat, Source
 
 DayObjects = Sequence[tuple[dt.date, SourceObject]]
 
@@ -42,7 +51,7 @@ class SinkResult:
 class RecordSink(Protocol):
     """Receives each customer's objects in order; ``finish`` says what the run leaves.
 
-    ``prepare`` turns one customer's objects into what ``add`` takes (records, or encoded lines) in
+    ``prepare`` turns one customer's objects into what ``add`` takes (records, encoded lines, or Arrow rows) in
     the sink's record format; the fetch engine runs it in its worker threads.
     """
 
@@ -63,10 +72,79 @@ class RecordSink(Protocol):
         ...
 
 
+class ObjectStream(Protocol):
+    """Encodes prepared chunks into one open writer's object: ``close`` finishes it, ``abandon`` drops it."""
+
+    def add(self, chunk: Any) -> None: ...
+
+    def close(self) -> None: ...
+
+    def abandon(self) -> None: ...
+
+
+class DaySpool(Protocol):
+    """One day's prepared chunks in a local temporary file, read back in order by ``chunks``."""
+
+    def add(self, chunk: Any) -> None: ...
+
+    def chunks(self) -> Iterable[Any]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ObjectEncoding:
+    """How a run's objects are made: prepared chunks (in the fetch engine's threads), written or spooled.
+
+    :param prepare: One customer's objects as ``(day, chunk)`` pairs (encoded lines, or Arrow rows).
+    :param stream: The stream that writes chunks into an open writer.
+    :param spool: The spool of one day, over a nameless temporary file.
+    """
+
+    prepare: Callable[[str, DayObjects], list[tuple[dt.date, Any]]]
+    stream: Callable[[AtomicObjectWriter], ObjectStream]
+    spool: Callable[[IO[bytes]], DaySpool]
+
+
+def object_encoding(url: str, record_format: RecordFormat, source: Source) -> ObjectEncoding:
+    """JSON Lines, or Parquet for a name ending in ``.parquet`` (checked before any request).
+
+    :raises ValueError: ``raw`` records to Parquet, or Parquet without pyarrow (naming the extra).
+    """
+    check_output_format(url, record_format)
+    if not is_parquet(url):
+        return ObjectEncoding(partial(to_day_lines, record_format), JsonLinesStream, JsonLinesSpool)
+    try:
+        from airflow_provider_metronome.output import parquet
+    except ImportError as err:
+        raise ValueError(
+            f"output_uri {public_uri(url)} is Parquet, which needs pyarrow ({err}): {PARQUET_REQUIREMENT}."
+        ) from None
+    return ObjectEncoding(
+        partial(parquet.to_day_batches, source),
+        partial(parquet.ParquetStream, source=source),
+        partial(parquet.ParquetSpool, source=source),
+    )
+
+
+@contextmanager
+def written_object(writer: AtomicObjectWriter, encoding: ObjectEncoding) -> Iterator[ObjectStream]:
+    """The stream of one object, written atomically when the block ends, discarded when it raises."""
+    with writer:
+        stream = encoding.stream(writer)
+        try:
+            yield stream
+            stream.close()
+        except BaseException:
+            stream.abandon()
+            raise
+
+
 def open_sink(
     record_format: RecordFormat,
     urls: Mapping[dt.date, str] | None,
     *,
+    source: Source,
     conn_id: str | None,
     split_by_day: bool,
     xcom_limit: tuple[int, Callable[[int], str]],
@@ -82,14 +160,15 @@ def open_sink(
     """
     if urls is None:
         return XComSink(record_format, *xcom_limit)
+    encoding = object_encoding(next(iter(urls.values())), record_format, source)
     writers = {day: _writer(url, conn_id) for day, url in urls.items()}
     if not split_by_day:
-        return ObjectSink(record_format, next(iter(writers.values())), log)
-    return DaySplitSink(record_format, writers, log, stop_if_killed)
+        return ObjectSink(encoding, next(iter(writers.values())), log)
+    return DaySplitSink(encoding, writers, log, stop_if_killed)
 
 
-def _writer(url: str, conn_id: str | None) -> AtomicJsonLinesWriter:
-    writer = AtomicJsonLinesWriter(
+def _writer(url: str, conn_id: str | None) -> AtomicObjectWriter:
+    writer = AtomicObjectWriter(
         open_output(url, conn_id), uri=public_uri(url), conn_id=storage_conn_id(url, conn_id)
     )
     writer.check_target()
@@ -166,34 +245,38 @@ class XComSink:
 class ObjectSink:
     """Writes every record into one object, atomically, and returns the run's manifest."""
 
-    def __init__(self, record_format: RecordFormat, writer: AtomicJsonLinesWriter, log: Any) -> None:
-        self.record_format = record_format
+    def __init__(self, encoding: ObjectEncoding, writer: AtomicObjectWriter, log: Any) -> None:
+        self.encoding = encoding
         self.writer = writer
         self.log = log
         self.customers = 0
+        self._exit = ExitStack()
+        self._stream: ObjectStream | None = None
 
     def __enter__(self) -> ObjectSink:
-        self.writer.__enter__()
+        self._stream = self._exit.enter_context(written_object(self.writer, self.encoding))
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.writer.__exit__(exc_type, exc, tb)
+        self._stream = None
+        self._exit.__exit__(exc_type, exc, tb)
 
     def describe(self) -> str:
         return self.writer.uri
 
-    def prepare(self, customer_id: str, day_objects: DayObjects) -> DayLines:
-        return to_day_lines(self.record_format, customer_id, day_objects)
+    def prepare(self, customer_id: str, day_objects: DayObjects) -> list[tuple[dt.date, Any]]:
+        return self.encoding.prepare(customer_id, day_objects)
 
-    def add(self, customer_id: str, prepared: DayLines) -> None:
+    def add(self, customer_id: str, prepared: list[tuple[dt.date, Any]]) -> None:
+        if self._stream is None:
+            raise RuntimeError("ObjectSink.add() outside its with block.")
         # The manifest counts customers whose records were written, not those merely asked about.
-        if any(lines for _, lines in prepared):
+        if any(len(chunk) for _, chunk in prepared):
             self.customers += 1
-        for _, lines in prepared:
-            for line in lines:
-                self.writer.write(line)
+        for _, chunk in prepared:
+            self._stream.add(chunk)
 
     def finish(self, summary: Mapping[str, Any], facts: Mapping[str, Any]) -> SinkResult:
         writer = self.writer
@@ -214,9 +297,9 @@ class ObjectSink:
 
 
 class DaySplitSink:
-    """One object per UTC day: each day's lines spooled to a local temporary file, then written whole.
+    """One object per UTC day: each day's lines (or rows) spooled to a local temporary file, then written whole.
 
-    Memory stays flat in customers (lines go to disk as they come) and in days (one open spool file
+    Memory stays flat in customers (lines or rows go to disk as they come) and in days (one open spool file
     per day). Spool files have no name on disk (``tempfile.TemporaryFile``): a killed run, even with
     SIGKILL, leaves no copy of the billing data behind. Nothing is written until every customer has been fetched and checked; then each day's
     object is written atomically, in day order, through its own writer, which leaves a day whose
@@ -230,12 +313,12 @@ class DaySplitSink:
 
     def __init__(
         self,
-        record_format: RecordFormat,
-        writers: Mapping[dt.date, AtomicJsonLinesWriter],
+        encoding: ObjectEncoding,
+        writers: Mapping[dt.date, AtomicObjectWriter],
         log: Any,
         stop_if_killed: Callable[[Sequence[dt.date]], None],
     ) -> None:
-        self.record_format = record_format
+        self.encoding = encoding
         self.writers = dict(writers)
         self.log = log
         self.stop_if_killed = stop_if_killed
@@ -243,7 +326,7 @@ class DaySplitSink:
         self.all_customers = 0
         self.written: list[dt.date] = []
         self._open = False
-        self._spools: dict[dt.date, IO[bytes]] = {}
+        self._spools: dict[dt.date, DaySpool] = {}
 
     def __enter__(self) -> DaySplitSink:
         self._open = True
@@ -271,26 +354,26 @@ class DaySplitSink:
         uris = [writer.uri for writer in self.writers.values()]
         return uris[0] if len(uris) == 1 else f"{len(uris)} daily objects ({uris[0]} ... {uris[-1]})"
 
-    def prepare(self, customer_id: str, day_objects: DayObjects) -> DayLines:
-        return to_day_lines(self.record_format, customer_id, day_objects)
+    def prepare(self, customer_id: str, day_objects: DayObjects) -> list[tuple[dt.date, Any]]:
+        return self.encoding.prepare(customer_id, day_objects)
 
-    def add(self, customer_id: str, prepared: DayLines) -> None:
+    def add(self, customer_id: str, prepared: list[tuple[dt.date, Any]]) -> None:
         wrote_any = False
-        for day, lines in prepared:
-            if not lines:
+        for day, chunk in prepared:
+            if not len(chunk):
                 continue
-            spool = self._spool(day)
-            spool.writelines(lines)
+            self._spool(day).add(chunk)
             self.customers[day] += 1
             wrote_any = True
         self.all_customers += wrote_any
 
-    def _spool(self, day: dt.date) -> IO[bytes]:
+    def _spool(self, day: dt.date) -> DaySpool:
         spool = self._spools.get(day)
         if spool is None:
             if not self._open or day not in self.writers:
                 raise RuntimeError(f"DaySplitSink.add() for {day}, outside its with block or window.")
-            spool = self._spools[day] = tempfile.TemporaryFile(prefix="metronome-day-")  # noqa: SIM115
+            file = tempfile.TemporaryFile(prefix="metronome-day-")  # noqa: SIM115
+            spool = self._spools[day] = self.encoding.spool(file)
         return spool
 
     def _log_stopped(self) -> None:
@@ -309,13 +392,9 @@ class DaySplitSink:
         for day, writer in self.writers.items():
             self.stop_if_killed(self.written)
             spool = self._spools.get(day)
-            with writer:
-                if spool is not None:
-                    spool.flush()
-                    spool.seek(0)
-                    # readline, not iteration over a growing list: one line in memory at a time.
-                    for line in iter(spool.readline, b""):
-                        writer.write(line)
+            with written_object(writer, self.encoding) as stream:
+                for chunk in spool.chunks() if spool is not None else ():
+                    stream.add(chunk)
             self.written.append(day)
             _log_object(self.log, writer)
 
@@ -348,7 +427,7 @@ class DaySplitSink:
         return SinkResult(manifest, manifest)
 
 
-def _log_object(log: Any, writer: AtomicJsonLinesWriter) -> None:
+def _log_object(log: Any, writer: AtomicObjectWriter) -> None:
     if writer.changed:
         log.info("Wrote %d records (%d bytes) to %s", writer.records, writer.bytes_written, writer.uri)
     else:

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import fsspec
 
 from airflow_provider_metronome._compat import ObjectStoragePath
+from airflow_provider_metronome.vocabulary import RecordFormat
 from airflow_provider_metronome.window import DayWindow
 
 PLACEHOLDERS: tuple[str, ...] = ("date", "start_date", "end_date", "map_index", "source", "customer_id")
@@ -42,6 +43,7 @@ STORE_PACKAGES: dict[str, tuple[tuple[str, ...], str]] = {
         (("airflow.providers.microsoft.azure", "adlfs"), "apache-airflow-providers-microsoft-azure adlfs"),
     ),
 }
+PARQUET_REQUIREMENT = "pip install 'airflow-provider-metronome[parquet]'"
 _SAMPLE_VALUES: dict[str, Any] = {
     "date": dt.date(2024, 1, 1),
     "start_date": dt.date(2024, 1, 1),
@@ -103,6 +105,27 @@ def check_output_uri(template: str) -> None:
         raise ValueError(
             f"output_uri={template!r} names a folder; it must name the object to write, for example "
             "'.../costs-{date}.jsonl'."
+        )
+
+
+def is_parquet(uri: str) -> bool:
+    """Whether ``uri`` names a Parquet object (its path ends in ``.parquet``); else it is JSON Lines."""
+    return urlsplit(uri).path.endswith(".parquet")
+
+
+def check_output_format(uri: str, record_format: RecordFormat) -> None:
+    """Refuse what Parquet cannot hold: ``raw`` records (nested, open-ended) or a gzipped name."""
+    path = urlsplit(uri).path
+    if path.endswith(".parquet.gz"):
+        raise ValueError(
+            f"output_uri={uri!r} gzips a Parquet name: Parquet compresses its own columns, so end it in "
+            "'.parquet' (or '.jsonl.gz' for gzipped JSON Lines)."
+        )
+    if is_parquet(uri) and record_format == "raw":
+        raise ValueError(
+            f"output_uri={uri!r} is Parquet, which holds flat records of one schema: use "
+            "record_format='line_items' with it, or keep record_format='raw' with JSON Lines "
+            "(an output_uri ending in '.jsonl' or '.jsonl.gz')."
         )
 
 
@@ -196,10 +219,13 @@ def public_uri(url: str) -> str:
 __all__ = [
     "DIRECT_UPLOAD_PROTOCOLS",
     "LOCAL_PROTOCOLS",
+    "PARQUET_REQUIREMENT",
     "PLACEHOLDERS",
     "STORE_PACKAGES",
+    "check_output_format",
     "check_output_uri",
     "check_split_uri",
+    "is_parquet",
     "open_output",
     "placeholders_in",
     "public_uri",

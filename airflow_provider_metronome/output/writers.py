@@ -1,7 +1,8 @@
 """Atomic object writers: an object appears whole or not at all, and is left alone when unchanged.
 
-:class:`AtomicJsonLinesWriter` writes a direct upload on object stores (discarded on failure) and
-temp-then-rename on file systems; gzip when the name ends in ``.gz``.
+:class:`AtomicObjectWriter` writes a direct upload on object stores (discarded on failure) and
+temp-then-rename on file systems; gzip when the name ends in ``.gz``. It takes encoded bytes of any
+format: JSON Lines, or Parquet (:mod:`~airflow_provider_metronome.output.parquet`).
 """
 
 from __future__ import annotations
@@ -64,17 +65,17 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-class AtomicJsonLinesWriter:
-    """Write lines to ``path`` all at once or not at all; gzip when the name ends in ``.gz``.
+class AtomicObjectWriter:
+    """Write bytes to ``path`` all at once or not at all; gzip when the name ends in ``.gz``.
 
     Use as a context manager. How the object appears whole depends on the store:
 
     - **Object stores whose uploads become visible only when complete** (``s3://``, ``gs://``,
-      ``abfs://``...; :data:`DIRECT_UPLOAD_PROTOCOLS`): lines are uploaded straight to the final key
+      ``abfs://``...; :data:`DIRECT_UPLOAD_PROTOCOLS`): bytes are uploaded straight to the final key
       (one PUT for objects under :data:`UPLOAD_BLOCK_SIZE`, else a multipart upload). When the block
       raises, the upload is discarded (a multipart upload is aborted) and never completed, so a
       failed run uploads nothing and the previous object stays as it was.
-    - **File systems** (``file://`` and others): lines go to a hidden sibling
+    - **File systems** (``file://`` and others): bytes go to a hidden sibling
       ``.<name>.tmp-<hex>`` (ignored by Spark, Hive, Athena and most loaders), moved over ``path``
       when the block ends without error and removed when it raises.
 
@@ -83,7 +84,7 @@ class AtomicJsonLinesWriter:
     older than :data:`STALE_TEMPORARY_AGE`; younger ones may belong to a run still writing.
 
     gzip output has no timestamp or file name in its header, so the same lines always give the
-    same bytes.
+    same bytes (Parquet's encoder, too, gives the same bytes for the same records).
 
     With ``keep_unchanged`` (the default), an object whose new bytes equal the stored object's is
     left untouched: the new upload or temporary is discarded instead of completed, and
@@ -128,7 +129,7 @@ class AtomicJsonLinesWriter:
         if self.is_local and self.path.fs.isdir(self.path.path):
             raise ValueError(f"output_uri {self.uri} is an existing folder; name a file inside it instead.")
 
-    def __enter__(self) -> AtomicJsonLinesWriter:
+    def __enter__(self) -> AtomicObjectWriter:
         fs = self.path.fs
         if self.is_local:
             fs.makedirs(posixpath.dirname(self.path.path), exist_ok=True)
@@ -145,12 +146,12 @@ class AtomicJsonLinesWriter:
             self._stream = self._counter
         return self
 
-    def write(self, line: bytes) -> None:
-        """Append one encoded line."""
+    def write(self, data: bytes, records: int = 1) -> None:
+        """Append encoded bytes that hold ``records`` records (one JSON Lines line by default)."""
         if self._stream is None:
-            raise RuntimeError("AtomicJsonLinesWriter.write() outside its with block.")
-        self._stream.write(line)
-        self.records += 1
+            raise RuntimeError("AtomicObjectWriter.write() outside its with block.")
+        self._stream.write(data)
+        self.records += records
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
@@ -232,6 +233,10 @@ class AtomicJsonLinesWriter:
             return
         if removed:
             log.info("Removed %d temporary object(s) left beside %s by killed runs", removed, self.uri)
+
+
+# Its name from before it wrote Parquet too, still imported by users' code.
+AtomicJsonLinesWriter = AtomicObjectWriter
 
 
 def _abandon_upload(raw: IO[bytes]) -> None:
@@ -319,4 +324,5 @@ __all__ = [
     "STALE_TEMPORARY_AGE",
     "UPLOAD_BLOCK_SIZE",
     "AtomicJsonLinesWriter",
+    "AtomicObjectWriter",
 ]

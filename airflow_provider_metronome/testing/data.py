@@ -371,8 +371,9 @@ class Dataset:
                 if hour_split
                 else [(line.cents, line.quantity) for line in usage.lines]
             )
+            period_end = month_bounds(window_start)[1]
             line_items = [
-                _invoice_line(usage.credit_type, line, cents, quantity)
+                _invoice_line(usage.credit_type, line, cents, quantity, period_end)
                 for line, (cents, quantity) in zip(usage.lines, amounts, strict=True)
                 if quantity or not skip_zero_qty_line_items
             ]
@@ -448,18 +449,37 @@ def _cost_line(line: UsageLine) -> JsonObject:
     return {"name": line.name, "cost": money(line.cents), **_grouping(line)}
 
 
-def _invoice_line(credit_type: CreditType, line: UsageLine, cents: int, quantity: int) -> JsonObject:
+def unit_price(line: UsageLine, cents: int) -> int | float:
+    """The product's list price in the credit type's unit, four decimals at most; 0 for free usage.
+
+    Taken from the product id's digits (no draw from the day's generator, which would change every
+    other value); totals do not follow from it, as with tiers and free allowances.
+    """
+    if cents == 0:
+        return 0
+    price = int(line.product_id[:8], 16) % 1_000_000 + 1
+    return price // 10_000 if price % 10_000 == 0 else price / 10_000
+
+
+def _invoice_line(
+    credit_type: CreditType, line: UsageLine, cents: int, quantity: int, period_end: datetime
+) -> JsonObject:
+    # As real answers: a unit price, the product's type, pricing groups, and the invoice's end.
     item: JsonObject = {
         "credit_type": credit_type.reference(),
         "name": line.name,
         "total": money(cents),
         "type": "usage",
         "quantity": quantity,
+        "unit_price": unit_price(line, cents),
         "product_id": line.product_id,
+        "product_type": "UsageProductListItem",
+        "ending_before": format_timestamp(period_end),
         **_grouping(line),
     }
     if line.group_key:
         item["presentation_group_values"] = {line.group_key: line.group_value}
+        item["pricing_group_values"] = {"tier": "standard" if int(line.product_id[9], 16) % 2 else "volume"}
     return item
 
 

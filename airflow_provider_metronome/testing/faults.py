@@ -264,8 +264,9 @@ class Fault:
     def exact_numbers(cls, texts: Sequence[str]) -> Fault:
         """Answer a costs or breakdowns page whose money and quantity numbers are ``texts``, verbatim.
 
-        In document order each ``cost`` (costs), or each ``total`` and line item ``quantity`` (breakdowns),
-        is written as the next of ``texts`` (cycling), e.g. ``"12.345678901234567890123"``,
+        In document order each ``cost`` (costs), or each ``total`` and line item ``quantity`` and
+        ``unit_price`` (breakdowns), is written as the next of ``texts`` (cycling), e.g.
+        ``"12.345678901234567890123"``,
         ``"9007199254740993"``, ``"1e5"``, ``"-0.0"``; each must be a JSON number. Compare with
         :meth:`MetronomeSimulator.last_body`. Waits for a page with such a number.
         """

@@ -33,9 +33,10 @@ _MONEY_KEYS: dict[BilledSource, frozenset[str]] = {
     "costs": frozenset({"cost"}),
     "invoice_breakdowns": frozenset({"total"}),
 }
+# Quantities and unit prices: exact numbers too, though no total adds them up.
 _QUANTITY_KEYS: dict[BilledSource, frozenset[str]] = {
     "costs": frozenset(),
-    "invoice_breakdowns": frozenset({"quantity"}),
+    "invoice_breakdowns": frozenset({"quantity", "unit_price"}),
 }
 _LINE_ITEM_LISTS = frozenset({"line_item_breakdown", "line_items"})
 
@@ -102,7 +103,7 @@ def _numbers(items: list[JsonObject], keys: frozenset[str]) -> Iterator[Node]:
 def exact_numbers(
     items: list[JsonObject], source: BilledSource, texts: Sequence[str]
 ) -> list[JsonObject] | None:
-    """``items`` with every money and quantity number replaced, in document order, by the next of ``texts``.
+    """``items`` with every money, quantity and unit price number replaced, in document order, by the next of ``texts``.
 
     None when they hold no such number.
     """

@@ -61,6 +61,7 @@ from typing import Any  # noqa: E402
 from tests.benchmarks import (  # noqa: E402
     import_cost,
     memory_child,
+    parquet_output,
     rate_limit,
     real_account,
     request_budget,
@@ -97,6 +98,7 @@ PARTS = (
     "requestcpu",
     "realaccount",
     "turbulence",
+    "parquet",
 )
 
 
@@ -750,6 +752,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     part("requestcpu", requestcpu)
     part("realaccount", realaccount)
     part("turbulence", turbulent)
+    part("parquet", lambda: parquet_output.run(progress, Target))
     progress(f"done in {time.monotonic() - started:.0f} s")
 
     report = [header(), targets_table(targets), *sections]

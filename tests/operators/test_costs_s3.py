@@ -281,3 +281,36 @@ def test_sigkill_of_the_task_leaves_the_key_intact_and_no_listable_debris(
     assert s3.list_keys() == [key]
     assert manifest["bytes"] == len(s3.get_bytes(key))
     assert s3.list_multipart_uploads() == []
+
+
+# -- Parquet: the same writer, so the same guarantees ----------------------------------------------------
+
+
+def test_parquet_lands_whole_is_left_alone_unchanged_and_survives_a_failed_run(
+    sim: MetronomeSimulator, s3: MotoS3, tmp_path: Path
+) -> None:
+    pytest.importorskip("pyarrow", reason="Parquet output needs the parquet extra")
+    ids = billable(sim)[:6]
+    key = "costs/2024-01-05.parquet"
+
+    first = to_s3(s3, ".parquet", customer_ids=ids).execute({})
+    stored = s3.get_bytes(key)
+    operator(customer_ids=ids, output_uri=f"file://{tmp_path}/{{date}}.parquet").execute({})
+    assert (tmp_path / "2024-01-05.parquet").read_bytes() == stored
+    assert list(iter_output(first["uri"], conn_id=AWS_CONN_ID)) == list(
+        iter_output(tmp_path / "2024-01-05.parquet")
+    )
+    assert first["records"] == len(list(iter_output(tmp_path / "2024-01-05.parquet"))) > 0
+
+    # A re-run with the same answers uploads nothing: the planted object stays.
+    s3.client.put_object(Bucket=BUCKET, Key=key, Body=stored, Metadata={"planted": "yes"})
+    assert to_s3(s3, ".parquet", customer_ids=ids).execute({}) == {**first, "changed": False}
+    assert s3.client.head_object(Bucket=BUCKET, Key=key)["Metadata"] == {"planted": "yes"}
+
+    # A run failing after some customers were written leaves the object and no upload behind.
+    sim.inject(Fault.status(500), path=f"/v1/customers/{ids[-1]}/costs", times=None)
+    with pytest.raises(MetronomeTransientError, match="HTTP 500"):
+        to_s3(s3, ".parquet", customer_ids=ids, ending_before="2024-01-12").execute({})
+    assert s3.get_bytes(key) == stored
+    assert s3.list_keys() == [key]
+    assert s3.list_multipart_uploads() == []

@@ -142,6 +142,7 @@ def test_credit_type_without_breakdown_gives_one_line_with_its_cost(breakdown: l
             "group_key": None,
             "group_value": None,
             "cost": 3,
+            "extra": None,
         },
         {
             "customer_id": CUSTOMER,
@@ -153,6 +154,7 @@ def test_credit_type_without_breakdown_gives_one_line_with_its_cost(breakdown: l
             "group_key": None,
             "group_value": None,
             "cost": 41.5,
+            "extra": None,
         },
     ]
 
@@ -179,10 +181,17 @@ def test_breakdown_line_items_carry_quantity_product_and_invoice(data: Metronome
                 "group_value": item.get("group_value"),
                 "cost": item["total"],
                 "quantity": item["quantity"],
+                "unit_price": item["unit_price"],
                 "product_id": item["product_id"],
+                "product_type": item["product_type"],
                 "line_item_type": item["type"],
+                "presentation_group_values": item.get("presentation_group_values"),
+                "pricing_group_values": item.get("pricing_group_values"),
                 "invoice_id": answer["id"],
                 "invoice_status": answer["status"],
+                "invoice_start_timestamp": answer["start_timestamp"],
+                "invoice_end_timestamp": answer["end_timestamp"],
+                "extra": {"ending_before": item["ending_before"]},
             }
 
 
@@ -209,10 +218,17 @@ def test_invoice_without_line_items_gives_one_line_with_its_total() -> None:
             "group_value": None,
             "cost": 7,
             "quantity": None,
+            "unit_price": None,
             "product_id": None,
+            "product_type": None,
             "line_item_type": None,
+            "presentation_group_values": None,
+            "pricing_group_values": None,
             "invoice_id": "9a0d1c7e-3b2f-4c5d-8e6f-7a8b9c0d1e2f",
             "invoice_status": "FINALIZED",
+            "invoice_start_timestamp": None,
+            "invoice_end_timestamp": None,
+            "extra": None,
         }
     ]
 

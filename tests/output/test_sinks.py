@@ -12,7 +12,7 @@ import pytest
 from airflow_provider_metronome._compat import AirflowException, AirflowFailException
 from airflow_provider_metronome.models import JsonNumber, parse_json
 from airflow_provider_metronome.operators.costs import MetronomeCostsOperator
-from airflow_provider_metronome.output.sinks import DaySplitSink, plain_json
+from airflow_provider_metronome.output.sinks import DaySplitSink, object_encoding, plain_json
 from airflow_provider_metronome.output.uris import storage_path
 from airflow_provider_metronome.output.writers import AtomicJsonLinesWriter
 
@@ -45,7 +45,8 @@ def test_a_kill_between_two_days_logs_which_days_were_written_and_leaves_the_oth
         operator._stop_if_killed(written)
 
     caplog.set_level(logging.INFO, logger="test.sinks")
-    sink = DaySplitSink("raw", writers(tmp_path), log, killed_after_the_first_day)
+    encoding = object_encoding(f"file://{tmp_path}/{{date}}.jsonl", "raw", "costs")
+    sink = DaySplitSink(encoding, writers(tmp_path), log, killed_after_the_first_day)
     with pytest.raises(AirflowException) as caught, sink:
         sink.add("c1", [(day, [b'{"customer_id":"c1"}\n']) for day in DAYS])
 

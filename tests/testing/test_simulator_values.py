@@ -98,7 +98,7 @@ def test_exact_numbers_are_written_verbatim(sim: MetronomeSimulator, endpoint: s
     assert len(written) > len(TEXTS)
     assert [text for _, text in written] == [TEXTS[i % len(TEXTS)] for i in range(len(written))]
     places = {where.rsplit("/", 1)[1] for where, _ in written}
-    assert places == ({"cost"} if endpoint == "costs" else {"total", "quantity"})
+    assert places == ({"cost"} if endpoint == "costs" else {"total", "quantity", "unit_price"})
     assert all(isinstance(old, Number) for old, _ in changes(normal, spoiled.content).values())
     assert b":12.345678901234567890123," in spoiled.content
     assert sim.last_body(path) == spoiled.content
