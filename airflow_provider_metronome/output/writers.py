@@ -242,9 +242,13 @@ def _abandon_upload(raw: IO[bytes]) -> None:
     would upload what it buffered (s3fs sends small objects with one PUT on close).
     """
     discard = getattr(raw, "discard", None)
-    if callable(discard):
-        discard()
-    raw.closed = True  # type: ignore[misc]
+    try:
+        if callable(discard):
+            discard()
+    finally:
+        # Even when the discard itself fails (an emulator without the cancel, a dropped connection):
+        # otherwise the garbage collector closes the file later, completing the upload of a failed run.
+        raw.closed = True  # type: ignore[misc]
 
 
 def _modified(fs: Any, key: str, info: Mapping[str, Any]) -> dt.datetime | None:
