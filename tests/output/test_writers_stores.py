@@ -14,7 +14,6 @@ import os
 
 import pytest
 
-from airflow_provider_metronome.output.reading import iter_output
 from airflow_provider_metronome.output.uris import storage_path
 from airflow_provider_metronome.output.writers import UPLOAD_BLOCK_SIZE, AtomicJsonLinesWriter
 from tests.support.stores import Store
@@ -89,6 +88,7 @@ def test_an_object_in_parts_is_written_whole_and_reads_back(store: Store, suffix
     stored = store.get_bytes(key)
     assert target.bytes_written == len(stored) > UPLOAD_BLOCK_SIZE
     assert (gzip.decompress(stored) if suffix.endswith(".gz") else stored) == b"".join(lines)
-    assert sum(1 for _ in iter_output(store.url(key), conn_id=store.conn_id)) == len(lines)
+    # (The project's reader is checked on these stores by the operator tests: reading a large object
+    # back through gcsfs takes the GCS emulator over half a minute, for nothing the bytes do not show.)
     assert store.list_names() == [key]
     assert store.unfinished_uploads() == []
