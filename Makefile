@@ -7,8 +7,9 @@ PIP_FLAGS ?= --quiet --disable-pip-version-check
 SMOKE_VERSIONS ?= 2.10 3.0 3.1 3.2
 # Smoke installs and runs at once (mostly download and unpack; CI has 2 CPUs).
 SMOKE_JOBS ?= 2
+STORE_TESTS ?= tests/output/test_writers_s3.py tests/operators/test_costs_s3.py tests/output/test_writers_stores.py tests/operators/test_costs_stores.py
 
-.PHONY: demo test test-airflow3 test-airflow2 test-airflow2-and-smoke test-browser test-smoke lint typecheck bench clean
+.PHONY: demo test test-airflow3 test-airflow2 test-airflow2-and-smoke test-browser test-stores test-smoke lint typecheck bench clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +20,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 $(VENV_AIRFLOW2)/.installed: pyproject.toml constraints-airflow2.txt
 	$(PYTHON) -m venv $(VENV_AIRFLOW2)
 	$(VENV_AIRFLOW2)/bin/pip install $(PIP_FLAGS) --upgrade pip
-	$(VENV_AIRFLOW2)/bin/pip install $(PIP_FLAGS) -c constraints-airflow2.txt -e ".[test,s3]"
+	$(VENV_AIRFLOW2)/bin/pip install $(PIP_FLAGS) -c constraints-airflow2.txt -e ".[test,s3,gcs,azure]"
 	touch $@
 
 # The provider alone (no test extras): what the smoke script needs. Its own .gitignore keeps it out of git.
@@ -63,6 +64,12 @@ test-airflow2: $(VENV_AIRFLOW2)/.installed
 test-browser: $(VENV)/.installed $(VENV_AIRFLOW2)/.installed
 	$(VENV)/bin/python -m pytest tests/browser $(PYTEST_ARGS)
 	$(VENV_AIRFLOW2)/bin/python -m pytest tests/browser $(PYTEST_ARGS)
+
+## The object-store tests alone (S3 on moto_server, GCS on gcp-storage-emulator, Azure on Azurite), on both lines.
+## Azurite comes from npm (pinned by tests/support/azurite/package-lock.json) into .pytest_cache on first use.
+test-stores: $(VENV)/.installed $(VENV_AIRFLOW2)/.installed
+	$(VENV)/bin/python -m pytest $(STORE_TESTS) $(PYTEST_ARGS)
+	$(VENV_AIRFLOW2)/bin/python -m pytest $(STORE_TESTS) $(PYTEST_ARGS)
 
 ## Smoke-test the provider (imports, provider info, example DAGs, one daily run) on Airflow 2.10, 3.0, 3.1 and 3.2.
 test-smoke:

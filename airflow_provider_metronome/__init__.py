@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 from airflow_provider_metronome.connection_form import connection_type
@@ -9,6 +10,8 @@ from airflow_provider_metronome.connection_form import connection_type
 __version__ = "0.1.0"
 
 PACKAGE_NAME = "airflow-provider-metronome"
+# Serves gs:// with gcsfs alone when Airflow's google provider (which would serve it) is absent.
+GCS_FILESYSTEM_MODULE = "airflow_provider_metronome.output.gcs_filesystem"
 
 
 def get_provider_info() -> dict[str, Any]:
@@ -17,7 +20,7 @@ def get_provider_info() -> dict[str, Any]:
     The connection form comes from :mod:`~airflow_provider_metronome.connection_form` rather than
     from the hook, so the Airflow 3 UI can build it without importing the hook.
     """
-    return {
+    info: dict[str, Any] = {
         "package-name": PACKAGE_NAME,
         "name": "Metronome",
         "description": "Fetch each customer's daily costs from Metronome, the usage-based billing platform.",
@@ -50,3 +53,14 @@ def get_provider_info() -> dict[str, Any]:
         "extra-links": ["airflow_provider_metronome.operators.costs.MetronomeCustomerLink"],
         "connection-types": [connection_type()],
     }
+    if not _google_provider_installed():
+        info["filesystems"] = [GCS_FILESYSTEM_MODULE]
+    return info
+
+
+def _google_provider_installed() -> bool:
+    """Whether Airflow's google provider is there to serve gs:// (then ours must not compete with it)."""
+    try:
+        return importlib.util.find_spec("airflow.providers.google") is not None
+    except (ImportError, ValueError):
+        return False

@@ -27,6 +27,9 @@ from airflow_provider_metronome.engine import fetch  # noqa: E402
 from airflow_provider_metronome.testing import MetronomeSimulator  # noqa: E402
 from tests.support.runs import connection_json  # noqa: E402
 
+# The GCS and Azure emulators: session fixtures, so that each store runs one emulator per session.
+pytest_plugins = ["tests.support.stores"]
+
 
 @pytest.fixture(scope="session")
 def airflow_home() -> Path:

@@ -30,20 +30,22 @@ PLACEHOLDERS: tuple[str, ...] = ("date", "start_date", "end_date", "map_index", 
 LOCAL_PROTOCOLS = frozenset({"file", "local"})
 S3_PROTOCOLS = frozenset({"s3", "s3a", "s3n"})
 # Stores where an upload becomes visible only once complete: written in place, aborted on failure.
-DIRECT_UPLOAD_PROTOCOLS = S3_PROTOCOLS | {"gs", "gcs", "az", "abfs", "abfss"}
+DIRECT_UPLOAD_PROTOCOLS = S3_PROTOCOLS | {"gs", "gcs", "abfs", "abfss"}
 # What each store needs installed: the modules Airflow's ObjectStoragePath imports for it, and the
 # pip requirement that brings them.
 STORE_PACKAGES: dict[str, tuple[tuple[str, ...], str]] = {
     **dict.fromkeys(S3_PROTOCOLS, (("airflow.providers.amazon", "s3fs"), "'airflow-provider-metronome[s3]'")),
+    # gcsfs alone: without the google provider, this provider registers gs:// itself (gcs_filesystem).
+    **dict.fromkeys(("gs", "gcs"), (("gcsfs",), "'airflow-provider-metronome[gcs]'")),
     **dict.fromkeys(
-        ("gs", "gcs"), (("airflow.providers.google", "gcsfs"), "apache-airflow-providers-google gcsfs")
-    ),
-    **dict.fromkeys(
-        ("az", "abfs", "abfss"),
-        (("airflow.providers.microsoft.azure", "adlfs"), "apache-airflow-providers-microsoft-azure adlfs"),
+        ("abfs", "abfss"),
+        (("airflow.providers.microsoft.azure", "adlfs"), "'airflow-provider-metronome[azure]'"),
     ),
 }
 PARQUET_REQUIREMENT = "pip install 'airflow-provider-metronome[parquet]'"
+# Schemes fsspec knows but Airflow's ObjectStoragePath does not serve, and the one to write instead:
+# the microsoft-azure provider registers abfs:// and abfss:// only, never adlfs's az:// alias.
+UNSERVED_SCHEMES: dict[str, str] = {"az": "abfs"}
 _SAMPLE_VALUES: dict[str, Any] = {
     "date": dt.date(2024, 1, 1),
     "start_date": dt.date(2024, 1, 1),
@@ -131,6 +133,12 @@ def check_output_format(uri: str, record_format: RecordFormat) -> None:
 
 def _check_scheme(template: str, scheme: str) -> None:
     """Refuse a scheme no file system serves; whether its package is installed is checked at run time."""
+    if scheme in UNSERVED_SCHEMES:
+        instead = UNSERVED_SCHEMES[scheme]
+        raise ValueError(
+            f"output_uri={template!r} uses {scheme}://, which Airflow's ObjectStoragePath does not serve; "
+            f"write the same path as {instead}://container/... instead."
+        )
     if scheme in LOCAL_PROTOCOLS or scheme in STORE_PACKAGES or scheme in fsspec.available_protocols():
         return
     raise ValueError(
@@ -162,8 +170,19 @@ def open_output(url: str, conn_id: str | None = None) -> ObjectStoragePath:
             ) from None
     try:
         _ = path.fs
-    except (ImportError, ValueError) as err:
+    except ImportError as err:
         raise ValueError(f"output_uri {public_uri(url)} cannot be written here ({err}): {hint}.") from None
+    except ValueError as err:
+        # The packages are there (checked above) unless Airflow has no file system for the scheme;
+        # anything else (adlfs refusing missing credentials, say) is the connection's fault.
+        if "No filesystem registered" in str(err):
+            raise ValueError(
+                f"output_uri {public_uri(url)} cannot be written here ({err}): {hint}."
+            ) from None
+        raise ValueError(
+            f"output_uri {public_uri(url)} cannot be opened ({err}); check its storage connection "
+            "(output_conn_id, or conn_id@ in the URL)."
+        ) from None
     return path
 
 
@@ -222,6 +241,7 @@ __all__ = [
     "PARQUET_REQUIREMENT",
     "PLACEHOLDERS",
     "STORE_PACKAGES",
+    "UNSERVED_SCHEMES",
     "check_output_format",
     "check_output_uri",
     "check_split_uri",

@@ -72,9 +72,12 @@ class AtomicObjectWriter:
 
     - **Object stores whose uploads become visible only when complete** (``s3://``, ``gs://``,
       ``abfs://``...; :data:`DIRECT_UPLOAD_PROTOCOLS`): bytes are uploaded straight to the final key
-      (one PUT for objects under :data:`UPLOAD_BLOCK_SIZE`, else a multipart upload). When the block
-      raises, the upload is discarded (a multipart upload is aborted) and never completed, so a
-      failed run uploads nothing and the previous object stays as it was.
+      (one request for objects under :data:`UPLOAD_BLOCK_SIZE`, else an upload in parts: an S3
+      multipart upload, a GCS resumable upload, Azure staged blocks). When the block raises, the
+      upload is discarded and never completed (the multipart upload aborted, the resumable session
+      cancelled, the block list never committed), so a failed run uploads nothing and the previous
+      object stays as it was. Azure keeps the staged blocks of such an upload, unreadable and
+      unlisted, until the next write of the blob or for a week.
     - **File systems** (``file://`` and others): bytes go to a hidden sibling
       ``.<name>.tmp-<hex>`` (ignored by Spark, Hive, Athena and most loaders), moved over ``path``
       when the block ends without error and removed when it raises.
@@ -243,13 +246,19 @@ def _abandon_upload(raw: IO[bytes]) -> None:
     """Throw away a direct upload so that nothing of it is ever completed.
 
     fsspec's ``discard`` aborts the multipart upload (s3fs) or resumable session (gcsfs) begun so
-    far. The file must then count as closed: closing it, or letting the garbage collector close it,
-    would upload what it buffered (s3fs sends small objects with one PUT on close).
+    far; adlfs has none, and its staged blocks stay uncommitted. The file must then count as
+    closed, even when the discard fails: closing it, or letting the garbage collector close it,
+    would upload what it buffered (s3fs sends small objects with one PUT on close) or finish the
+    upload (gcsfs sends the last chunk, adlfs commits the block list).
     """
     discard = getattr(raw, "discard", None)
-    if callable(discard):
-        discard()
-    raw.closed = True  # type: ignore[misc]
+    try:
+        if callable(discard):
+            discard()
+    finally:
+        # Even when the discard itself fails (an emulator without the cancel, a dropped connection):
+        # otherwise the garbage collector closes the file later, completing the upload of a failed run.
+        raw.closed = True  # type: ignore[misc]
 
 
 def _modified(fs: Any, key: str, info: Mapping[str, Any]) -> dt.datetime | None:

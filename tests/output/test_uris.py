@@ -31,6 +31,11 @@ def test_check_output_uri_accepts_the_stores_users_write_to(uri: str) -> None:
         ("foo://bucket/{date}.jsonl", r"unknown scheme foo://"),
         ("file://relative-dir/x.jsonl", r"relative file:// path .*'file:///relative-dir/x\.jsonl'"),
         ("data/{date}.jsonl", r"has no scheme"),
+        # fsspec knows az://, but Airflow's azure provider registers abfs:// only.
+        (
+            "az://container/{date}.jsonl",
+            r"az://, which Airflow's ObjectStoragePath does not serve; .* abfs://",
+        ),
     ],
 )
 def test_check_output_uri_refuses_what_cannot_be_written(uri: str, message: str) -> None:
@@ -38,14 +43,23 @@ def test_check_output_uri_refuses_what_cannot_be_written(uri: str, message: str)
         check_output_uri(uri)
 
 
-@pytest.mark.parametrize("module", ["s3fs", "airflow.providers.amazon"])
+@pytest.mark.parametrize(
+    ("url", "module", "extra"),
+    [
+        ("s3://aws_default@bucket/k.jsonl", "s3fs", "s3"),
+        ("s3://aws_default@bucket/k.jsonl", "airflow.providers.amazon", "s3"),
+        ("gs://bucket/k.jsonl", "gcsfs", "gcs"),
+        ("abfs://bucket/k.jsonl", "adlfs", "azure"),
+        ("abfs://bucket/k.jsonl", "airflow.providers.microsoft.azure", "azure"),
+    ],
+)
 def test_open_output_names_the_package_a_missing_store_needs(
-    module: str, monkeypatch: pytest.MonkeyPatch
+    url: str, module: str, extra: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # As on a machine without it: importing the module fails.
     monkeypatch.setitem(sys.modules, module, None)
 
     with pytest.raises(
-        ValueError, match=r"s3://bucket/k\.jsonl needs .* pip install 'airflow-provider-metronome\[s3\]'"
+        ValueError, match=rf"://bucket/k\.jsonl needs .* pip install 'airflow-provider-metronome\[{extra}\]'"
     ):
-        open_output("s3://aws_default@bucket/k.jsonl")
+        open_output(url)
