@@ -176,7 +176,9 @@ def fresh_environment(home: Path, simulator: MetronomeSimulator) -> dict[str, st
         {
             "AIRFLOW_HOME": str(home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            # Four processes share one SQLite file: each waits up to a minute for another's write
+            # (sqlite3's default is 5 s, which a busy machine outlasts: "database is locked").
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}?timeout=60",
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             # Airflow's default, spelled out: new DAGs wait for the user to unpause them.
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
