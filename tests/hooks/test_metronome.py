@@ -31,7 +31,7 @@ from airflow_provider_metronome.exceptions import (
     MetronomeTransientError,
 )
 from airflow_provider_metronome.hooks.metronome import MetronomeHook
-from airflow_provider_metronome.models import CostWindow, Customer, InvoiceBreakdown
+from airflow_provider_metronome.models import CostWindow, Customer, InvoiceBreakdown, InvoiceLineItem
 from airflow_provider_metronome.testing import DEFAULT_TOKEN, Fault, MetronomeSimulator
 from airflow_provider_metronome.vocabulary import SOURCES
 from tests.support.runs import connection_json
@@ -689,8 +689,9 @@ def test_breakdowns_round_trip_with_fields_the_model_does_not_declare(
     breakdowns = list(hook.iter_invoice_breakdowns(cid, **params))
 
     assert [canonical(b.model_dump(mode="json")) for b in breakdowns] == list(map(canonical, raw))
-    assert "start_timestamp" not in InvoiceBreakdown.model_fields
-    assert all(b.model_extra and "start_timestamp" in b.model_extra for b in breakdowns)
+    # The line items' ending_before (the invoice's end) is a field no model declares: kept as sent.
+    assert "ending_before" not in InvoiceLineItem.__annotations__
+    assert all("ending_before" in line for b in breakdowns for line in b.line_items)
     assert json.loads(breakdowns[0].model_dump_json()) == raw[0]
     # Whole amounts keep their integer spelling: 0 stays 0, never 0.0.
     assert any(str(b.total).isdigit() for b in breakdowns)
