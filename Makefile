@@ -66,7 +66,7 @@ test-browser: $(VENV)/.installed $(VENV_AIRFLOW2)/.installed
 	$(VENV_AIRFLOW2)/bin/python -m pytest tests/browser $(PYTEST_ARGS)
 
 ## The object-store tests alone (S3 on moto_server, GCS on gcp-storage-emulator, Azure on Azurite), on both lines.
-## Azurite comes from npm (pinned by tests/support/azurite/package-lock.json) into .pytest_cache on first use.
+## Azurite comes from npm (its version pinned by tests/support/azurite/package.json) into .pytest_cache on first use.
 test-stores: $(VENV)/.installed $(VENV_AIRFLOW2)/.installed
 	$(VENV)/bin/python -m pytest $(STORE_TESTS) $(PYTEST_ARGS)
 	$(VENV_AIRFLOW2)/bin/python -m pytest $(STORE_TESTS) $(PYTEST_ARGS)

@@ -2,7 +2,7 @@
 
 Azurite comes from the npm registry, pinned by ``tests/support/azurite/package.json`` and its
 lock file. :func:`azurite_command` finds it, in this order: ``AZURITE_BLOB`` (a path to
-``azurite-blob``), ``azurite-blob`` on ``PATH``, or a copy that it installs once with ``npm ci``
+``azurite-blob``), ``azurite-blob`` on ``PATH``, or a copy that it installs once with ``npm install``
 into the pytest cache (``.pytest_cache/d/azurite``), never when a test module is imported.
 
 :func:`azurite_server` starts it in memory on a free loopback port, with telemetry off (Azurite
@@ -41,7 +41,7 @@ def _installed_copy(cache_dir: Path) -> Path:
 
 
 def install_azurite(cache_dir: Path) -> Path:
-    """``npm ci`` the pinned Azurite into ``cache_dir`` (once: a finished copy is reused).
+    """``npm install`` the pinned Azurite into ``cache_dir`` (once: a finished copy is reused).
 
     :raises EmulatorError: when npm is missing or the install fails (the message has npm's output).
     """
@@ -56,10 +56,10 @@ def install_azurite(cache_dir: Path) -> Path:
     staging = cache_dir.with_name(f"{cache_dir.name}.installing-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    for name in ("package.json", "package-lock.json"):
-        shutil.copy(PACKAGE_DIR / name, staging / name)
+    shutil.copy(PACKAGE_DIR / "package.json", staging / "package.json")
     result = subprocess.run(
-        [npm, "ci", "--no-audit", "--no-fund", "--omit=dev"],
+        # No lock file is kept (the project commits none): package.json pins Azurite's version.
+        [npm, "install", "--no-audit", "--no-fund", "--omit=dev", "--no-package-lock"],
         cwd=staging,
         capture_output=True,
         text=True,
@@ -67,7 +67,7 @@ def install_azurite(cache_dir: Path) -> Path:
         check=False,
     )
     if result.returncode != 0:
-        raise EmulatorError(f"npm ci of Azurite failed:\n{(result.stdout + result.stderr)[-4000:]}")
+        raise EmulatorError(f"npm install of Azurite failed:\n{(result.stdout + result.stderr)[-4000:]}")
     if cache_dir.exists() and not binary.exists():
         shutil.rmtree(cache_dir, ignore_errors=True)  # left by an older, unfinished layout
     try:
