@@ -72,6 +72,8 @@ LOOPS_AFTER_RUNS = 3
 # Generous: only reached when something is broken, never waited out when things work.
 STARTUP_DEADLINE = 180.0
 CLI_TIMEOUT = 300.0
+# Runs of a CLI command that SQLite turned away because the scheduler was writing.
+LOCKED_RETRIES = 5
 POLL = 0.2
 LOG_TAIL = 4000
 
@@ -99,16 +101,24 @@ class Deployment:
         return self.home / f"{name}.log"
 
     def airflow(self, *args: str) -> str:
-        """Run ``airflow ARGS`` to completion; its output, or a failure naming it."""
-        result = subprocess.run(
-            [sys.executable, "-m", "airflow", *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=CLI_TIMEOUT,
-            check=False,
-        )
-        output = result.stdout + result.stderr
+        """Run ``airflow ARGS`` to completion; its output, or a failure naming it.
+
+        SQLite refuses at once, whatever the busy timeout, a write that could deadlock with the
+        scheduler's ("database is locked"); the command's transaction is rolled back, so it is run
+        again, a few times at most.
+        """
+        for attempt in range(LOCKED_RETRIES + 1):
+            result = subprocess.run(
+                [sys.executable, "-m", "airflow", *args],
+                env=self.env,
+                capture_output=True,
+                text=True,
+                timeout=CLI_TIMEOUT,
+                check=False,
+            )
+            output = result.stdout + result.stderr
+            if result.returncode == 0 or "database is locked" not in output or attempt == LOCKED_RETRIES:
+                break
         assert result.returncode == 0, (
             f"airflow {' '.join(args)} exited {result.returncode}:\n{output[-LOG_TAIL:]}"
         )
