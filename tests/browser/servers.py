@@ -111,11 +111,18 @@ class AirflowHome:
         """One web server of the line per ``env``, each on a free port, until the block ends.
 
         Each ``env`` adds to this home's environment (None: leaves the variable out). They start
-        together; ``meanwhile`` runs as they do (CLI commands, say), before their health is polled.
+        together (on Airflow 2 one after another); ``meanwhile`` runs as they do (CLI commands,
+        say), before their health is polled.
         At the end each process group is stopped, and no log may show a secret.
         """
         with ExitStack() as stack:
-            started = [stack.enter_context(self._server(env)) for env in envs]
+            started = []
+            for env in envs:
+                started.append(stack.enter_context(self._server(env)))
+                if not AIRFLOW_V3:
+                    # One at a time: Airflow 2's web servers each sync the UI's roles and permissions
+                    # on start, and two doing it at once on one database fail (StaleDataError).
+                    self._wait_until_healthy(started[-1])
             if meanwhile is not None:
                 meanwhile()
             for server in started:
