@@ -30,7 +30,7 @@ from airflow_provider_metronome.operators.costs import MetronomeCostsOperator
 from airflow_provider_metronome.output.reading import iter_output
 from airflow_provider_metronome.testing import Fault, MetronomeSimulator
 from tests.operators.test_costs_kill import REQUEST_DELAY, later, stopped, task_process, wait_for_requests
-from tests.support.s3 import MotoS3, free_port, moto_s3_server
+from tests.support.s3 import MotoS3, forget_cached_s3_stores, free_port, moto_s3_server
 from tests.support.simulator import billable, not_produced_yet
 
 DAY = dt.date(2024, 1, 5)
@@ -49,19 +49,6 @@ def moto_server() -> Iterator[MotoS3]:
         yield server
 
 
-def _forget_cached_s3_stores() -> None:
-    """Drop Airflow's cached s3 ObjectStores, so that no file system outlives this module's endpoint."""
-    for module_name in ("airflow.sdk.io.store", "airflow.io.store"):
-        try:
-            module = __import__(module_name, fromlist=["_STORE_CACHE"])
-        except ImportError:
-            continue
-        cache = getattr(module, "_STORE_CACHE", None)
-        if isinstance(cache, dict):
-            for alias in [alias for alias in cache if str(alias).startswith("s3")]:
-                cache.pop(alias, None)
-
-
 @pytest.fixture
 def s3(moto_server: MotoS3, monkeypatch: pytest.MonkeyPatch) -> Iterator[MotoS3]:
     """An empty bucket on moto, with ``aws_default`` pointing at it."""
@@ -71,9 +58,9 @@ def s3(moto_server: MotoS3, monkeypatch: pytest.MonkeyPatch) -> Iterator[MotoS3]
     # here, on a closed loopback port, instead of reaching out to AWS or the instance metadata service.
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    _forget_cached_s3_stores()
+    forget_cached_s3_stores()
     yield moto_server
-    _forget_cached_s3_stores()
+    forget_cached_s3_stores()
 
 
 # -- helpers ------------------------------------------------------------------------------------------

@@ -21,39 +21,29 @@ provider use boto3's own credential chain and endpoint, not ``aws_default``.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
-import os
-import socket
-import subprocess
 import sys
-import tempfile
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-HOST = "127.0.0.1"
+from tests.support.servers import (
+    HOST,
+    STARTUP_TIMEOUT,
+    EmulatorError,
+    forget_cached_stores,
+    free_port,
+    serving,
+)
+
 REGION = "us-east-1"
 ACCESS_KEY_ID = "testing"
 SECRET_ACCESS_KEY = "testing"  # moto accepts any credentials; these never reach AWS
 DEFAULT_BUCKET = "metronome-costs"
-STARTUP_TIMEOUT = 60.0
-STOP_TIMEOUT = 15.0
 
 
 class MotoServerError(RuntimeError):
     """moto_server did not start (or died); the message carries the tail of its log."""
-
-
-def free_port(host: str = HOST) -> int:
-    """A TCP port nothing listens on right now (the OS picks it; another process may take it later)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -145,125 +135,55 @@ class MotoS3:
             self.client.delete_object(Bucket=self.bucket, Key=key)
 
 
-def _wait_until_serving(process: subprocess.Popen[bytes], endpoint_url: str, deadline: float) -> None:
-    """Poll ``endpoint_url`` until it answers HTTP; fail if the process exits or the deadline passes."""
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never via a proxy
-    while True:
-        try:
-            # Any HTTP answer (ListBuckets' 200, or an error status) means the server is up.
-            with opener.open(endpoint_url + "/", timeout=2):
-                return
-        except urllib.error.HTTPError:
-            return
-        except OSError:
-            pass
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise MotoServerError(f"moto_server at {endpoint_url} did not answer in time")
-        # Waits on the process rather than sleeping: returns at once if it died.
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=min(0.05, remaining))
-        if process.poll() is not None:
-            raise MotoServerError(f"moto_server exited with code {process.returncode}")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=STOP_TIMEOUT)
-
-
-def _log_tail(log_path: Path, limit: int = 4000) -> str:
-    try:
-        return log_path.read_text(errors="replace")[-limit:]
-    except OSError:
-        return ""
-
-
 @contextlib.contextmanager
 def moto_s3_server(
-    bucket: str = DEFAULT_BUCKET,
-    *,
-    host: str = HOST,
-    startup_timeout: float = STARTUP_TIMEOUT,
-    attempts: int = 3,
+    bucket: str = DEFAULT_BUCKET, *, startup_timeout: float = STARTUP_TIMEOUT, attempts: int = 3
 ) -> Iterator[MotoS3]:
-    """Run ``python -m moto.server`` on ``host`` at a free port, with ``bucket`` created; stop it on exit.
+    """Run ``python -m moto.server`` on 127.0.0.1 at a free port, with ``bucket`` created; stop it on exit.
 
     :param bucket: The bucket to create (in us-east-1).
-    :param host: The loopback address to bind.
     :param startup_timeout: Seconds to wait for the server to answer, per attempt.
     :param attempts: Ports to try: a free port can be taken by another process before moto binds it.
     :raises MotoServerError: when it did not start; the message has the end of the server's log.
     """
-    env = dict(os.environ)
     # moto reads these as defaults; the helper never talks to AWS, and neither should the server.
-    env.update(
-        {
-            "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,
-            "AWS_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
-            "AWS_DEFAULT_REGION": REGION,
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    with tempfile.TemporaryDirectory(prefix="moto-server-") as log_dir:
-        log_path = Path(log_dir) / "moto_server.log"
-        process: subprocess.Popen[bytes] | None = None
-        endpoint_url = ""
-        errors: list[str] = []
+    env = {
+        "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,
+        "AWS_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
+        "AWS_DEFAULT_REGION": REGION,
+        "PYTHONUNBUFFERED": "1",
+    }
+    errors: list[str] = []
+    with contextlib.ExitStack() as stack:
         for _ in range(attempts):
-            port = free_port(host)
-            endpoint_url = f"http://{host}:{port}"
-            with log_path.open("ab") as log_file:
-                process = subprocess.Popen(
-                    [sys.executable, "-m", "moto.server", "-H", host, "-p", str(port)],
-                    stdin=subprocess.DEVNULL,
-                    stdout=log_file,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                )
+            port = free_port()
+            command = [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)]
             try:
-                _wait_until_serving(process, endpoint_url, time.monotonic() + startup_timeout)
-                break
-            except MotoServerError as err:
-                _stop(process)
+                endpoint_url = stack.enter_context(
+                    serving("moto_server", command, "/", port=port, env=env, startup_timeout=startup_timeout)
+                )
+            except EmulatorError as err:
                 errors.append(str(err))
-                process = None
-        if process is None:
-            raise MotoServerError("; ".join(errors) + "\n--- moto_server log ---\n" + _log_tail(log_path))
-        try:
+                continue
             s3 = MotoS3(endpoint_url=endpoint_url, bucket=bucket)
             s3.client.create_bucket(Bucket=bucket)
             yield s3
-        finally:
-            _stop(process)
+            return
+        raise MotoServerError("; ".join(errors))
 
 
 def forget_cached_s3_stores() -> None:
     """Drop Airflow's cached ``s3`` ObjectStores, so that no file system outlives the endpoint it was made for.
 
-    Airflow keeps one store per protocol and connection id for the life of the process, with the
-    connection's endpoint baked in: a test module starting its own moto_server calls this before and
-    after its tests.
+    A test module starting its own moto_server calls this before and after its tests.
     """
-    for module_name in ("airflow.sdk.io.store", "airflow.io.store"):
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        cache = getattr(module, "_STORE_CACHE", None)
-        if isinstance(cache, dict):
-            for alias in [alias for alias in cache if str(alias).startswith("s3")]:
-                cache.pop(alias, None)
+    forget_cached_stores("s3")
 
 
 __all__ = [
     "ACCESS_KEY_ID",
     "DEFAULT_BUCKET",
+    "HOST",
     "REGION",
     "SECRET_ACCESS_KEY",
     "MotoS3",
