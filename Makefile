@@ -2,7 +2,11 @@
 PYTHON ?= python3
 VENV ?= .venv
 VENV_AIRFLOW2 ?= .venv-airflow2
-PIP_FLAGS ?= --quiet --disable-pip-version-check
+# Installs go through uv's pip interface (the same constraints files, several times faster than pip); uv itself
+# comes from PyPI, pinned, into a virtualenv of its own.
+UV_VERSION ?= 0.13.9
+UV ?= .venv-uv/bin/uv
+UV_INSTALL = $(UV) pip install --quiet --python
 # The other Airflow lines pyproject.toml accepts: one smoke virtualenv each, pinned by constraints/airflow-X.Y.txt.
 SMOKE_VERSIONS ?= 2.10 3.0 3.1 3.2
 # Smoke installs and runs at once (mostly download and unpack; CI has 2 CPUs).
@@ -11,24 +15,26 @@ STORE_TESTS ?= tests/output/test_writers_s3.py tests/operators/test_costs_s3.py 
 
 .PHONY: demo test test-airflow3 test-airflow2 test-airflow2-and-smoke test-browser test-stores test-smoke lint typecheck bench clean
 
-$(VENV)/.installed: pyproject.toml constraints.txt
+$(UV):
+	$(PYTHON) -m venv .venv-uv
+	echo '*' > .venv-uv/.gitignore
+	.venv-uv/bin/pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+
+$(VENV)/.installed: pyproject.toml constraints.txt | $(UV)
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install $(PIP_FLAGS) --upgrade pip
-	$(VENV)/bin/pip install $(PIP_FLAGS) -c constraints.txt -e ".[dev]"
+	$(UV_INSTALL) $(VENV)/bin/python -c constraints.txt -e ".[dev]"
 	touch $@
 
-$(VENV_AIRFLOW2)/.installed: pyproject.toml constraints-airflow2.txt
+$(VENV_AIRFLOW2)/.installed: pyproject.toml constraints-airflow2.txt | $(UV)
 	$(PYTHON) -m venv $(VENV_AIRFLOW2)
-	$(VENV_AIRFLOW2)/bin/pip install $(PIP_FLAGS) --upgrade pip
-	$(VENV_AIRFLOW2)/bin/pip install $(PIP_FLAGS) -c constraints-airflow2.txt -e ".[test,s3,gcs,azure]"
+	$(UV_INSTALL) $(VENV_AIRFLOW2)/bin/python -c constraints-airflow2.txt -e ".[test,s3,gcs,azure]"
 	touch $@
 
 # The provider alone (no test extras): what the smoke script needs. Its own .gitignore keeps it out of git.
-.venv-smoke-%/.installed: pyproject.toml constraints/airflow-%.txt
+.venv-smoke-%/.installed: pyproject.toml constraints/airflow-%.txt | $(UV)
 	$(PYTHON) -m venv .venv-smoke-$*
 	echo '*' > .venv-smoke-$*/.gitignore
-	.venv-smoke-$*/bin/pip install $(PIP_FLAGS) --upgrade pip
-	.venv-smoke-$*/bin/pip install $(PIP_FLAGS) -c constraints/airflow-$*.txt -e .
+	$(UV_INSTALL) .venv-smoke-$*/bin/python -c constraints/airflow-$*.txt -e .
 	touch $@
 
 # Keep the stamps: make would otherwise delete them as intermediate files and reinstall every time.
@@ -83,4 +89,4 @@ bench: $(VENV)/.installed
 	$(VENV)/bin/python tests/benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) $(VENV_AIRFLOW2) .venv-smoke-* .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) $(VENV_AIRFLOW2) .venv-smoke-* .venv-uv .pytest_cache .mypy_cache .ruff_cache build *.egg-info
