@@ -14,7 +14,9 @@ newest home first, because names reached the task SDK over several 3.x releases:
 - 3.1: ``BaseHook`` (``airflow.sdk``), ``AirflowException`` (``airflow.sdk.exceptions``) and
   ``redact`` (``airflow.sdk.log``; on 3.0 ``airflow.sdk.execution_time.secrets_masker``);
 - 3.2: the other exceptions (``airflow.sdk.exceptions``), ``conf`` (``airflow.sdk``) and
-  ``get_hook_lineage_collector`` (``airflow.sdk.lineage``).
+  ``get_hook_lineage_collector`` (``airflow.sdk.lineage``);
+- 3.3: a task names the partitions of its asset events at run time
+  (``outlet_events[asset].add_partitions(...)``): :data:`RUNTIME_PARTITIONS`.
 
 Before that they come from airflow-core, as on Airflow 2. On 3.0 and 3.1 the exceptions must be
 ``airflow.exceptions``'s: those are the classes the task runner of those releases catches.
@@ -91,6 +93,10 @@ if AIRFLOW_V3:
         from airflow.sdk.lineage import get_hook_lineage_collector
     except ImportError:  # Airflow 3.0-3.1
         from airflow.lineage.hook import get_hook_lineage_collector  # type: ignore[no-redef]
+
+    from airflow.sdk.execution_time.context import OutletEventAccessor
+
+    RUNTIME_PARTITIONS = hasattr(OutletEventAccessor, "add_partitions")
 else:  # Airflow 2.10+
     from airflow.configuration import conf  # type: ignore[no-redef,assignment]
     from airflow.datasets import Dataset as Asset  # type: ignore[no-redef,import-not-found]
@@ -114,6 +120,8 @@ else:  # Airflow 2.10+
         redact,
     )
 
+    RUNTIME_PARTITIONS = False
+
 
 def add_output_lineage(context: Any, uri: str) -> None:
     """Report ``uri`` as an output of the running task to Airflow's hook lineage collector.
@@ -128,6 +136,7 @@ def add_output_lineage(context: Any, uri: str) -> None:
 
 __all__ = [
     "AIRFLOW_V3",
+    "RUNTIME_PARTITIONS",
     "AirflowException",
     "AirflowFailException",
     "AirflowProviderDeprecationWarning",

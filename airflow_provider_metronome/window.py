@@ -3,8 +3,11 @@
 The rule for which day a task run covers lives here and nowhere else:
 
 1. explicit ``starting_on`` / ``ending_before`` win;
-2. otherwise a non-empty data interval ``[data_interval_start, data_interval_end)``;
-3. otherwise (Airflow 3 ``@daily`` cron schedules and manual runs have a zero-length interval)
+2. otherwise the run's partition key (Airflow 3.2+ partitioned runs), which must name a UTC day:
+   ``2024-01-09``, or a timestamp at midnight UTC such as ``2024-01-09T00:00:00`` (the default key
+   format of ``CronPartitionTimetable``);
+3. otherwise a non-empty data interval ``[data_interval_start, data_interval_end)``;
+4. otherwise (Airflow 3 ``@daily`` cron schedules and manual runs have a zero-length interval)
    the whole UTC day before the logical date (or before ``run_after`` when a manual Airflow 3
    run has no logical date).
 
@@ -208,6 +211,9 @@ def resolve_window(
     _check_pair(starting_on, ending_before)
     if starting_on is not None and ending_before is not None:
         return DayWindow.of(starting_on, ending_before, origin="starting_on/ending_before")
+    key = partition_key(context)
+    if key is not None:
+        return partition_day(key)
     interval_start = context.get("data_interval_start")
     interval_end = context.get("data_interval_end")
     if interval_start is not None and interval_end is not None and interval_start < interval_end:
@@ -219,6 +225,28 @@ def resolve_window(
         )
     day_start = to_utc(anchor).start_of("day")
     return DayWindow(day_start.subtract(days=1), day_start)
+
+
+def partition_key(context: Mapping[str, Any]) -> str | None:
+    """The run's partition key (Airflow 3.2+), or None for a run without one."""
+    key = context.get("partition_key") or getattr(context.get("dag_run"), "partition_key", None)
+    return key if isinstance(key, str) and key else None
+
+
+def partition_day(key: str) -> DayWindow:
+    """The UTC day a partition key names: ``2024-01-09``, or a timestamp at midnight UTC."""
+    try:
+        start = to_utc(key, name="partition_key")
+    except ValueError:
+        start = None
+    if start is None or start != start.start_of("day"):
+        raise WindowError(
+            f"The run's partition key {key!r} does not name a UTC day, so the window it covers is unknown. "
+            "Keys name a day as '2024-01-09' or as a timestamp at midnight UTC ('2024-01-09T00:00:00'): "
+            "for example CronPartitionTimetable('0 2 * * *', timezone='UTC', run_offset=-1, "
+            "key_format='%Y-%m-%d') keys each run by the day before it. Or pass starting_on/ending_before."
+        )
+    return DayWindow(start, start.add(days=1))
 
 
 def _run_after(context: Mapping[str, Any]) -> dt.datetime | None:

@@ -16,6 +16,10 @@ lies between the two dates given, both included (January to June 2024 here)::
     # Airflow 2: the command runs them itself, and returns once they are done
     airflow dags backfill metronome_costs_history -s 2024-01-01 -e 2024-06-01
 
+Its asset events are the daily DAG's: on Airflow 3.3+ one per day whose object changed, keyed by
+the day (``partition_outlets=True``), so the consumer runs once per day loaded; on earlier lines one
+per month.
+
 A 90-day history is three runs instead of 90 daily ones. A run refuses windows over 100 days, which
 is why history loads in monthly runs. Days already stored with the same bytes are left untouched,
 so re-running a month is cheap for the store.
@@ -42,9 +46,10 @@ from airflow_provider_metronome.operators.costs import MetronomeCostsOperator
 from airflow_provider_metronome.sensors.costs import MetronomeCostsSensor
 
 try:
-    from airflow.sdk import DAG, CronDataIntervalTimetable
+    from airflow.sdk import DAG, Asset, CronDataIntervalTimetable
 except ImportError:  # Airflow 2
     from airflow import DAG
+    from airflow.datasets import Dataset as Asset
     from airflow.timetables.interval import CronDataIntervalTimetable
 
 DEFAULT_BASE_URI = "file://" + os.path.join(
@@ -56,6 +61,8 @@ FIRST_TRY = os.environ.get("METRONOME_EXAMPLES_FIRST_TRY", "").strip().lower() i
 RETRIES = 0 if FIRST_TRY else 2
 POKE_INTERVAL = timedelta(minutes=1 if FIRST_TRY else 30)
 SENSOR_TIMEOUT = timedelta(minutes=30 if FIRST_TRY else 12 * 60)
+# The daily DAG's asset: the consumer hears of the days loaded too.
+DAILY_COSTS = Asset("metronome://costs/daily")
 
 # [START history_dag]
 with DAG(
@@ -89,6 +96,9 @@ with DAG(
         split_by_day=True,
         output_uri=BASE_URI + "/costs/date={date}/costs.jsonl.gz",
         record_format="line_items",
+        outlets=[DAILY_COSTS],
+        # One asset event per changed day, keyed by the day (Airflow 3.3+; one event before).
+        partition_outlets=True,
     )
     wait_for_month >> load_month
 # [END history_dag]

@@ -6,8 +6,10 @@ DAG re-fetches the last ``days`` days (a DAG param, 7 by default) in one task: o
 customer for the whole trailing window (invoice breakdowns serve 35 days a page), written as one
 object per day at the very place ``metronome_daily_costs`` writes it (``split_by_day=True``). Each
 day's object is byte-identical to what the daily DAG would write for it, so a day whose data did
-not change is left untouched; the manifest's ``changed_days`` lists the others, and the asset event
-carries the manifest, so a consumer reloads only those days. Every write is atomic: readers see
+not change is left untouched; the manifest's ``changed_days`` lists the others. On Airflow 3.3+ the
+task names those days at run time: one asset event per changed day, keyed by the day
+(``partition_outlets=True``), so the consumer runs once per day that changed and for no other; on
+earlier lines one event carries the manifest, and the consumer reloads the days it lists. Every write is atomic: readers see
 either the old or the new version of a day, never a mix.
 
 A day is replaced only by a complete one: if Metronome has not produced some day of the window yet
@@ -48,7 +50,7 @@ DEFAULT_BASE_URI = "file://" + os.path.join(
     os.environ.get("AIRFLOW_HOME", os.path.expanduser("~/airflow")), "metronome"
 )
 BASE_URI = "{{ var.value.get('metronome_costs_base_uri', '" + DEFAULT_BASE_URI + "') }}"
-# The daily DAG's asset: consumers hear of restated days too (each event names the changed ones).
+# The daily DAG's asset: consumers hear of restated days too (one event per changed day on 3.3+).
 DAILY_COSTS = Asset("metronome://costs/daily")
 # Production retries; METRONOME_EXAMPLES_FIRST_TRY=1 turns them off for a first try.
 FIRST_TRY = os.environ.get("METRONOME_EXAMPLES_FIRST_TRY", "").strip().lower() in {"1", "true", "yes"}
@@ -87,5 +89,7 @@ with DAG(
         output_uri=BASE_URI + "/costs/date={date}/costs.jsonl.gz",
         record_format="line_items",
         outlets=[DAILY_COSTS],
+        # One asset event per changed day, keyed by the day (Airflow 3.3+; one event before).
+        partition_outlets=True,
     )
     # [END restatement_task]

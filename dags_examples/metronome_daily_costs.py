@@ -1,7 +1,12 @@
 """Daily Metronome costs for every customer of the day, one object per data day.
 
-Runs once a day (UTC), for the UTC day that just ended. ``catchup=False``: unpaused, it makes one
-run, for the latest day, not one for every day since ``start_date``. Past days are loaded on
+Runs once a day (UTC), for the UTC day that just ended. On Airflow 3.3+ it is a partitioned DAG: a
+``CronPartitionTimetable`` runs it at 02:00 UTC with the day before as the run's partition key
+(``2024-01-09``), which is the day it fetches, and its asset event is keyed by that day, so a
+consumer on ``PartitionedAssetTimetable`` runs once per day written (none when a re-run changed
+nothing). On earlier lines it runs ``@daily`` at midnight, with one event per run.
+``catchup=False``: unpaused, it makes one run, for the latest day, not one for every day since
+``start_date``. Past days are loaded on
 purpose: past months with ``metronome_costs_history`` (one run per month), the last 34 days or
 fewer with a manual run of ``metronome_costs_restatement`` (its ``days`` param).
 
@@ -62,13 +67,23 @@ RETRIES = 0 if FIRST_TRY else 2
 POKE_INTERVAL = timedelta(minutes=1 if FIRST_TRY else 15)
 SENSOR_TIMEOUT = timedelta(minutes=30 if FIRST_TRY else 12 * 60)
 # [START daily_dag]
-# What downstream DAGs schedule on; each event's extra names the object written and its window.
+try:  # Airflow 3.3+, where tasks name their events' partitions: runs keyed by the day they fetch
+    from airflow.sdk import CronPartitionTimetable, PartitionedAtRuntime  # noqa: F401
+
+    SCHEDULE: object = CronPartitionTimetable(
+        "0 2 * * *", timezone="UTC", run_offset=-1, key_format="%Y-%m-%d"
+    )
+except ImportError:
+    SCHEDULE = "@daily"
+# What downstream DAGs schedule on; each event's extra names the object written and its window
+# (on Airflow 3.3+ each event is keyed by the day written).
 DAILY_COSTS = Asset("metronome://costs/daily")
 
 with DAG(
     dag_id="metronome_daily_costs",
     description="Each customer's Metronome costs for the UTC day that just ended.",
-    schedule="@daily",
+    # At 02:00 UTC for the day before (its partition key) on Airflow 3.3+, else "@daily".
+    schedule=SCHEDULE,
     start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
     # Unpaused, one run: the day that just ended. Past days are a deliberate act (module docstring).
     catchup=False,

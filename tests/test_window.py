@@ -213,3 +213,40 @@ def test_no_dates_at_all_is_explained() -> None:
         WindowError, match="neither a data interval nor a logical date; pass starting_on/ending_before"
     ):
         resolve_window({"dag_run": SimpleNamespace(run_after=None)})
+
+
+@pytest.mark.parametrize(
+    "key", ["2024-01-09", "2024-01-09T00:00:00", "2024-01-09T00:00:00Z", "2024-01-09T01:00:00+01:00"]
+)
+def test_a_partition_key_naming_a_utc_day_is_the_window(key: str) -> None:
+    # A partitioned run (CronPartitionTimetable) has no data interval; its logical date is the tick.
+    context = {"partition_key": key, "logical_date": _day(10).add(hours=2)}
+
+    assert resolve_window(context) == DayWindow(_day(9), _day(10))
+
+
+def test_the_partition_key_is_read_from_the_dag_run_too() -> None:
+    context = {"dag_run": SimpleNamespace(partition_key="2024-01-09", run_after=_day(10))}
+
+    assert resolve_window(context) == DayWindow(_day(9), _day(10))
+
+
+def test_explicit_bounds_win_over_the_partition_key_which_wins_over_the_data_interval() -> None:
+    context = {"partition_key": "2024-01-09", "data_interval_start": _day(3), "data_interval_end": _day(5)}
+
+    assert resolve_window(context, "2024-01-10", "2024-01-12") == DayWindow(_day(10), _day(12))
+    assert resolve_window(context) == DayWindow(_day(9), _day(10))
+
+
+@pytest.mark.parametrize("key", ["2024-01-09T02:00:00", "2024-01-09T00:00:00+02:00", "us", "2024-01-09|eu"])
+def test_a_partition_key_not_naming_a_utc_day_is_refused_with_the_fix(key: str) -> None:
+    with pytest.raises(WindowError, match=r"does not name a UTC day.*key_format='%Y-%m-%d'") as raised:
+        resolve_window({"partition_key": key, "logical_date": _day(10)})
+
+    assert repr(key) in str(raised.value)
+
+
+def test_an_empty_partition_key_is_no_partition() -> None:
+    context = {"partition_key": None, "dag_run": SimpleNamespace(partition_key=None, run_after=_day(7))}
+
+    assert resolve_window(context) == DayWindow(_day(6), _day(7))

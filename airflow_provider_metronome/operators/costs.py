@@ -10,7 +10,6 @@ from typing import Any
 
 from airflow_provider_metronome._compat import (
     AirflowException,
-    Asset,
     BaseOperator,
     BaseOperatorLink,
     Context,
@@ -24,6 +23,7 @@ from airflow_provider_metronome.engine.fetch import (
     name_customers,
 )
 from airflow_provider_metronome.hooks.metronome import MetronomeHook
+from airflow_provider_metronome.operators.outlets import announce
 from airflow_provider_metronome.output.sinks import RecordSink, SinkResult, open_sink
 from airflow_provider_metronome.output.uris import (
     check_output_format,
@@ -149,6 +149,13 @@ class MetronomeCostsOperator(BaseOperator):
     :param split_by_day: Write one object per UTC day of the window through ``output_uri``'s
         ``{date}`` (see above) instead of one object for the whole window.
     :param output_conn_id: Airflow connection of the object store (or put it in the URL as ``conn_id@``).
+    :param partition_outlets: How the task's ``Asset`` outlets announce the objects written, on
+        Airflow 3.3+. True: one partitioned asset event per day whose object changed, keyed by the day
+        (``2024-01-09``), each carrying the manifest, and no event when no day changed; DAGs on
+        ``PartitionedAssetTimetable`` run once per changed day, while DAGs scheduled on the asset itself
+        hear only unpartitioned events. False: one event for the run. None (default): True in a
+        partitioned run (one with a partition key, or a DAG on ``PartitionedAtRuntime``), else False.
+        Before Airflow 3.3, one event for the run.
     :param max_xcom_bytes: Largest XCom return value, in bytes of JSON; above it the task fails and
         asks for ``output_uri``.
     """
@@ -176,6 +183,7 @@ class MetronomeCostsOperator(BaseOperator):
         on_missing_days: MissingDaysPolicy = "fail",
         split_by_day: bool = False,
         output_conn_id: str | None = None,
+        partition_outlets: bool | None = None,
         max_xcom_bytes: int = DEFAULT_MAX_XCOM_BYTES,
         **kwargs: Any,
     ) -> None:
@@ -193,6 +201,7 @@ class MetronomeCostsOperator(BaseOperator):
         self.on_missing_days = on_missing_days
         self.split_by_day = split_by_day
         self.output_conn_id = output_conn_id
+        self.partition_outlets = partition_outlets
         self.max_xcom_bytes = max_xcom_bytes
         self._validate_arguments()
 
@@ -212,6 +221,11 @@ class MetronomeCostsOperator(BaseOperator):
             "list it in the manifest's missing_days)",
         )
         check_int("max_xcom_bytes", self.max_xcom_bytes, minimum=1)
+        if not (self.partition_outlets is None or isinstance(self.partition_outlets, bool)):
+            raise ValueError(
+                f"partition_outlets={self.partition_outlets!r} must be True (one asset event per changed "
+                "day), False (one event per run) or None (as the run is partitioned or not)."
+            )
         if self.output_uri is None and not self.do_xcom_push:
             raise ValueError(
                 "Without output_uri the records are the task's return value, which do_xcom_push=False "
@@ -279,7 +293,7 @@ class MetronomeCostsOperator(BaseOperator):
         finally:
             hook.close()
         if result.manifest is not None:
-            self._annotate_outlets(context, result.manifest)
+            self._announce(context, result.manifest)
         return result.return_value
 
     def _run(
@@ -441,19 +455,16 @@ class MetronomeCostsOperator(BaseOperator):
             "your database and XCom backend accept larger values."
         )
 
-    def _annotate_outlets(self, context: Context, manifest: dict[str, Any]) -> None:
-        """Put the manifest (without the skipped list) in the asset events of this task's ``Asset`` outlets.
+    def _announce(self, context: Context, manifest: dict[str, Any]) -> None:
+        """Put the manifest in the asset events of this task's ``Asset`` outlets (see ``partition_outlets``).
 
-        A DAG scheduled on such an asset then finds the object and its window in the triggering event's
-        ``extra``.
+        A DAG scheduled on such an asset then finds the objects and their window in the triggering
+        event's ``extra``.
         """
-        events = context.get("outlet_events")
-        if events is None:  # an empty accessor is falsy until first used
-            return
-        extra = {key: value for key, value in manifest.items() if key != "skipped"}
-        for outlet in self.outlets or ():
-            if isinstance(outlet, Asset):
-                events[outlet].extra.update(extra)
+        days = announce(self, context, manifest, self.partition_outlets)
+        if days is not None:
+            described = describe_days(dt.date.fromisoformat(day) for day in days) if days else "none"
+            self.log.info("Asset events, one per changed day: %s", described)
 
 
 def _expanded_arguments(context: Context, task_id: str) -> set[str] | None:

@@ -19,24 +19,23 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import os
 import shutil
-import sqlite3
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from airflow_provider_metronome._compat import AIRFLOW_V3
+from airflow_provider_metronome._compat import AIRFLOW_V3, RUNTIME_PARTITIONS
 from airflow_provider_metronome.testing import MetronomeSimulator
-from tests.support.processes import stop_process_group
-from tests.support.runs import connection_json
+from tests.support.deployment import (
+    Deployment,
+    moment,
+    new_deployment,
+    stop_all,
+    wait_for_scheduler_loops,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -67,175 +66,30 @@ BACKFILLED_INTERVALS = [
 ]
 # By then both months are produced and their invoices finalized.
 AFTER_BACKFILLED = dt.datetime(2024, 3, 10, tzinfo=dt.timezone.utc)
+# On Airflow 3.3+ the daily example is partitioned: a run at 02:00 UTC keyed by the day before.
+PARTITIONED_DAILY = RUNTIME_PARTITIONS
+DAILY_TICK = dt.time(2)
 # Scheduler loops to watch after the expected runs exist: a flood (catch-up) would show in the first.
 LOOPS_AFTER_RUNS = 3
-# Generous: only reached when something is broken, never waited out when things work.
-STARTUP_DEADLINE = 180.0
-CLI_TIMEOUT = 300.0
-# Runs of a CLI command that SQLite turned away because the scheduler was writing.
-LOCKED_RETRIES = 5
-POLL = 0.2
-LOG_TAIL = 4000
 
 
 # -- a fresh Airflow, run as a user runs it --------------------------------------------------------------
 
 
-@dataclass
-class Deployment:
-    """A fresh AIRFLOW_HOME and the environment of every Airflow process run in it."""
-
-    home: Path
-    env: dict[str, str]
-    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-
-    @property
-    def database(self) -> Path:
-        return self.home / "airflow.db"
-
-    @property
-    def lake(self) -> Path:
-        return self.home / "lake"
-
-    def log(self, name: str) -> Path:
-        return self.home / f"{name}.log"
-
-    def airflow(self, *args: str) -> str:
-        """Run ``airflow ARGS`` to completion; its output, or a failure naming it.
-
-        SQLite refuses at once, whatever the busy timeout, a write that could deadlock with the
-        scheduler's ("database is locked"); the command's transaction is rolled back, so it is run
-        again, a few times at most.
-        """
-        for attempt in range(LOCKED_RETRIES + 1):
-            result = subprocess.run(
-                [sys.executable, "-m", "airflow", *args],
-                env=self.env,
-                capture_output=True,
-                text=True,
-                timeout=CLI_TIMEOUT,
-                check=False,
-            )
-            output = result.stdout + result.stderr
-            if result.returncode == 0 or "database is locked" not in output or attempt == LOCKED_RETRIES:
-                break
-        assert result.returncode == 0, (
-            f"airflow {' '.join(args)} exited {result.returncode}:\n{output[-LOG_TAIL:]}"
-        )
-        return output
-
-    def start(self, name: str, *args: str) -> None:
-        """Start ``airflow ARGS`` in the background (its own process group), its output in ``<name>.log``."""
-        with self.log(name).open("ab") as out:
-            self.processes[name] = subprocess.Popen(
-                [sys.executable, "-m", "airflow", *args],
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def stop(self, name: str) -> None:
-        """Stop a process started by ``start`` (and its children), by its own process group id."""
-        stop_process_group(self.processes.pop(name))
-
-    def check_running(self) -> None:
-        for name, process in self.processes.items():
-            assert process.poll() is None, f"airflow {name} exited {process.returncode}:\n{self.tail(name)}"
-
-    def tail(self, name: str) -> str:
-        path = self.log(name)
-        return path.read_text(errors="replace")[-LOG_TAIL:] if path.exists() else "(no output)"
-
-    def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-        """Rows of the metadata database, read as the processes write it."""
-        connection = sqlite3.connect(f"file:{self.database}?mode=ro", uri=True, timeout=30)
-        try:
-            return connection.execute(sql, params).fetchall()
-        finally:
-            connection.close()
-
-    def set_default_pool_slots(self, slots: int) -> None:
-        """What ``airflow pools set default_pool <slots> ...`` does, without starting Airflow for it."""
-        with sqlite3.connect(self.database, timeout=30) as connection:
-            changed = connection.execute(
-                "UPDATE slot_pool SET slots = ? WHERE pool = 'default_pool'", (slots,)
-            )
-            assert changed.rowcount == 1
-
-    def wait_until(self, condition: Callable[[], bool], what: str) -> None:
-        """Poll ``condition`` (and that every process still runs) until it holds, with a deadline."""
-        deadline = time.monotonic() + STARTUP_DEADLINE
-        while True:
-            self.check_running()
-            if condition():
-                return
-            logs = "\n".join(f"--- {name}.log\n{self.tail(name)}" for name in self.processes)
-            assert time.monotonic() < deadline, f"timed out waiting until {what}\n{logs}"
-            time.sleep(POLL)
-
-
-def fresh_environment(home: Path, simulator: MetronomeSimulator) -> dict[str, str]:
-    """This interpreter's environment without any Airflow setting of the test session, for ``home``."""
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(("AIRFLOW", "METRONOME_EXAMPLES_")) and name != "METRONOME_PROVIDER_TESTS_HOME"
-    }
-    env.update(
-        {
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
-            # Four processes share one SQLite file: each waits up to a minute for another's write
-            # (sqlite3's default is 5 s, which a busy machine outlasts: "database is locked").
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}?timeout=60",
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            # Airflow's default, spelled out: new DAGs wait for the user to unpause them.
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
-            # A heartbeat a second, to see the scheduler's loop go round.
-            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
-            # Few executor workers on a 2-CPU machine (none of them gets a task while the pool is empty).
-            "AIRFLOW__CORE__PARALLELISM": "4",
-            # What a user sets: the connection (the simulator) and where the examples write.
-            "AIRFLOW_CONN_METRONOME_DEFAULT": connection_json(simulator.url),
-            "AIRFLOW_VAR_METRONOME_COSTS_BASE_URI": f"file://{home / 'lake'}",
-            "PYTHONUNBUFFERED": "1",
-            # Executors start tasks with the `airflow` command: this interpreter's.
-            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
-        }
-    )
-    return env
-
-
 @pytest.fixture
 def deployment(tmp_path: Path, simulator: MetronomeSimulator) -> Iterator[Deployment]:
-    home = tmp_path / "airflow-home"
-    (home / "dags").mkdir(parents=True)
+    deployment = new_deployment(tmp_path / "airflow-home", simulator)
     for path in sorted(EXAMPLES.glob("*.py")):
-        shutil.copy(path, home / "dags" / path.name)
-    deployment = Deployment(home, fresh_environment(home, simulator))
-    deployment.airflow("db", "migrate")
-    # Write-ahead logging: the processes (and this test's reads) do not lock each other out of the file.
-    with sqlite3.connect(deployment.database) as connection:
-        assert connection.execute("PRAGMA journal_mode=WAL").fetchone() == ("wal",)
+        shutil.copy(path, deployment.home / "dags" / path.name)
     # No slot for any task: the scheduler creates and plans runs, and none of their tasks is queued.
     deployment.set_default_pool_slots(0)
     try:
         yield deployment
     finally:
-        for name in list(deployment.processes):
-            deployment.stop(name)
+        stop_all(deployment)
 
 
 # -- reading the metadata database --------------------------------------------------------------------
-
-
-def moment(value: str | None) -> dt.datetime | None:
-    """A datetime column as SQLite holds it (naive UTC text, or with an offset)."""
-    if value is None:
-        return None
-    parsed = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -244,18 +98,22 @@ class Run:
     run_type: str
     state: str
     data_interval: tuple[dt.datetime | None, dt.datetime | None]
+    partition_key: str | None = None
 
 
 def runs(deployment: Deployment, run_type: str | None = None) -> dict[str, list[Run]]:
     """Every DAG run, by DAG id, in data-interval order (``run_type``: only those)."""
+    # The partition key is Airflow 3.2's.
+    key = "partition_key" if RUNTIME_PARTITIONS else "NULL"
     rows = deployment.query(
-        "SELECT dag_id, run_type, state, data_interval_start, data_interval_end FROM dag_run"
+        f"SELECT dag_id, run_type, state, data_interval_start, data_interval_end, {key} FROM dag_run"
         " ORDER BY dag_id, data_interval_start"
     )
     found: dict[str, list[Run]] = {dag_id: [] for dag_id in EXAMPLE_DAGS}
-    for dag_id, kind, state, start, end in rows:
+    for dag_id, kind, state, start, end, partition_key in rows:
         if run_type is None or kind == run_type:
-            found.setdefault(dag_id, []).append(Run(dag_id, kind, state, (moment(start), moment(end))))
+            run = Run(dag_id, kind, state, (moment(start), moment(end)), partition_key)
+            found.setdefault(dag_id, []).append(run)
     return found
 
 
@@ -268,26 +126,6 @@ def next_run_creation(deployment: Deployment) -> dict[str, dt.datetime | None]:
     """When the scheduler plans to create each DAG's next run (None: not planned)."""
     rows = deployment.query("SELECT dag_id, next_dagrun_create_after FROM dag")
     return {dag_id: moment(value) for dag_id, value in rows}
-
-
-def scheduler_heartbeat(deployment: Deployment) -> dt.datetime | None:
-    rows = deployment.query(
-        "SELECT max(latest_heartbeat) FROM job WHERE job_type = 'SchedulerJob' AND state = 'running'"
-    )
-    return moment(rows[0][0]) if rows else None
-
-
-def wait_for_scheduler_loops(deployment: Deployment, loops: int) -> None:
-    """Until the scheduler has heartbeated ``loops`` more times (once a second, from within its loop)."""
-    seen: list[dt.datetime] = []
-
-    def went_round() -> bool:
-        beat = scheduler_heartbeat(deployment)
-        if beat is not None and (not seen or beat > seen[-1]):
-            seen.append(beat)
-        return len(seen) > loops
-
-    deployment.wait_until(went_round, f"the scheduler heartbeated {loops} more times")
 
 
 def task_states(deployment: Deployment) -> set[str | None]:
@@ -327,14 +165,18 @@ def next_creation(dag_id: str, today: dt.date) -> dt.datetime:
     return midnight(today + dt.timedelta(days=1))
 
 
+def last_daily_tick(moment: dt.datetime) -> dt.datetime:
+    """The partitioned daily example's latest run time at ``moment``: the last 02:00 UTC."""
+    tick = dt.datetime.combine(moment.date(), DAILY_TICK, tzinfo=dt.timezone.utc)
+    return tick if tick <= moment else tick - dt.timedelta(days=1)
+
+
 @contextmanager
-def utc_days() -> Iterator[list[dt.date]]:
-    """The UTC dates the block ran on: one, unless it ran over midnight."""
-    days = [dt.datetime.now(dt.timezone.utc).date()]
-    yield days
-    last = dt.datetime.now(dt.timezone.utc).date()
-    if last != days[0]:
-        days.append(last)
+def utc_moments() -> Iterator[list[dt.datetime]]:
+    """When the block began and ended."""
+    moments = [dt.datetime.now(dt.timezone.utc)]
+    yield moments
+    moments.append(dt.datetime.now(dt.timezone.utc))
 
 
 def listing_requests(active: int, archived: int) -> int:
@@ -349,14 +191,14 @@ def listing_requests(active: int, archived: int) -> int:
 class Unpaused:
     """What the scheduler made of the examples once they were unpaused."""
 
-    days: list[dt.date]  # the UTC dates it ran on
+    moments: list[dt.datetime]  # when the scheduler made them: from, to
     created: dict[str, list[Run]]
     planned: dict[str, dt.datetime | None]
     max_active_runs: dict[str, int]
 
 
 def start_airflow_and_unpause_every_example(deployment: Deployment) -> Unpaused:
-    with utc_days() as days:
+    with utc_moments() as moments:
         if AIRFLOW_V3:
             deployment.start("dag-processor", "dag-processor")
         deployment.start("scheduler", "scheduler")
@@ -381,17 +223,21 @@ def start_airflow_and_unpause_every_example(deployment: Deployment) -> Unpaused:
         created = runs(deployment)
         planned = next_run_creation(deployment)
         limits = dict(deployment.query("SELECT dag_id, max_active_runs FROM dag"))
-    return Unpaused(days, created, planned, limits)
+    return Unpaused(moments, created, planned, limits)
 
 
 def check_one_run_per_scheduled_example(unpaused: Unpaused) -> None:
-    days, created, planned = unpaused.days, unpaused.created, unpaused.planned
+    created, planned = unpaused.created, unpaused.planned
+    days = sorted({moment.date() for moment in unpaused.moments})
     counts = {dag_id: len(found) for dag_id, found in created.items()}
-    if len(days) == 1:
+    if len(days) == 1 and len({last_daily_tick(moment) for moment in unpaused.moments}) == 1:
         assert counts == RUNS_WHEN_UNPAUSED, counts
     assert counts[CONSUMER] == 0
     for dag_id in SCHEDULED_DAGS:
         assert {run.run_type for run in created[dag_id]} == {"scheduled"}
+        if dag_id == DAILY and PARTITIONED_DAILY:
+            check_the_partitioned_daily_run(unpaused)
+            continue
         # The latest interval only. (Had the test run over a UTC midnight, or a month's end for the
         # history, the new one may be there too: the scheduler rightly makes it.)
         intervals = [run.data_interval for run in created[dag_id]]
@@ -404,6 +250,15 @@ def check_one_run_per_scheduled_example(unpaused: Unpaused) -> None:
         else:
             assert planned[dag_id] in [next_creation(dag_id, day) for day in days], (dag_id, planned)
     assert planned[CONSUMER] is None  # scheduled on the asset: only an event makes a run
+
+
+def check_the_partitioned_daily_run(unpaused: Unpaused) -> None:
+    """One run, at the last 02:00 UTC, keyed by the day before it (the day it fetches); the next one a day on."""
+    ticks = sorted({last_daily_tick(moment) for moment in unpaused.moments})
+    keys = [run.partition_key for run in unpaused.created[DAILY]]
+    allowed = [str((tick - dt.timedelta(days=1)).date()) for tick in ticks]
+    assert keys in ([allowed[0]], [allowed[-1]], allowed), keys
+    assert unpaused.planned[DAILY] in [tick + dt.timedelta(days=1) for tick in ticks], unpaused.planned
 
 
 def check_history_backfill_on_airflow3(deployment: Deployment) -> None:

@@ -19,7 +19,7 @@ import pendulum
 import pytest
 from sqlalchemy import select
 
-from airflow_provider_metronome._compat import AIRFLOW_V3
+from airflow_provider_metronome._compat import AIRFLOW_V3, RUNTIME_PARTITIONS
 from airflow_provider_metronome.operators.costs import MetronomeCostsOperator, MetronomeCustomerLink
 from airflow_provider_metronome.testing import MetronomeSimulator
 from tests.support.runs import DagRunResult, run_dag_once
@@ -44,6 +44,10 @@ except ImportError:
     from airflow import DAG
     from airflow.datasets import Dataset as Asset
     from airflow.decorators import task
+try:  # Airflow 3.3+
+    from airflow.sdk import PartitionedAtRuntime
+except ImportError:
+    PartitionedAtRuntime = None
 
 """
 
@@ -81,7 +85,7 @@ def run_dag(airflow_db: Path, airflow_home: Path) -> Iterator[Any]:
         return run_dag_once(module.dag, logical_date)
 
     yield run
-    for path in written:
+    for path in set(written):
         path.unlink()
 
 
@@ -306,6 +310,11 @@ def test_customer_ids_from_an_upstream_task(sim: MetronomeSimulator, run_dag: An
 
 
 def _asset_event_extras(uri: str, source_dag_id: str) -> list[dict[str, Any]]:
+    return [extra for _, extra in _asset_events(uri, source_dag_id)]
+
+
+def _asset_events(uri: str, source_dag_id: str) -> list[tuple[str | None, dict[str, Any]]]:
+    """Each event's partition key (None without one; always on Airflow before 3.2) and extra."""
     from airflow.utils.session import create_session
 
     try:
@@ -321,7 +330,7 @@ def _asset_event_extras(uri: str, source_dag_id: str) -> list[dict[str, Any]]:
             .join(Model, getattr(Event, key) == Model.id)
             .where(Model.uri == uri, Event.source_dag_id == source_dag_id)
         ).all()
-        return [dict(row.extra or {}) for row in rows]
+        return [(getattr(row, "partition_key", None), dict(row.extra or {})) for row in rows]
 
 
 def _register_asset(uri: str) -> None:
@@ -390,3 +399,80 @@ def test_extra_link_points_to_the_customer_in_the_metronome_app(
         unrendered = MetronomeCostsOperator(task_id="one", customer_ids="{{ params.customer }}")
         assert link.get_link(unrendered, ti_key=key("one")) == APP_URL + ids[0]
         assert link.get_link(unrendered, ti_key=key("two")) == ""
+
+
+# -- partitioned asset events (Airflow 3.3+) -------------------------------------------------------------
+
+needs_runtime_partitions = pytest.mark.skipif(
+    not RUNTIME_PARTITIONS, reason="a task names its events' partitions at run time from Airflow 3.3 on"
+)
+RESTATED = ["2024-01-06", "2024-01-07", "2024-01-08"]
+
+
+def _restatement_body(tmp_path: Path, ids: list[str], partition_outlets: bool | None = None) -> str:
+    return f"""
+    MetronomeCostsOperator(
+        task_id="restate",
+        customer_ids={ids!r},
+        starting_on="{RESTATED[0]}",
+        ending_before="2024-01-09",
+        split_by_day=True,
+        output_uri="file://{tmp_path}/date={{date}}/costs.jsonl",
+        partition_outlets={partition_outlets!r},
+        outlets=[Asset("metronome://costs/daily")],
+    )
+    """
+
+
+@needs_runtime_partitions
+def test_a_partitioned_run_emits_one_event_per_changed_day_and_none_when_nothing_changed(
+    sim: MetronomeSimulator, run_dag: Any, tmp_path: Path
+) -> None:
+    ids = billable(sim)[:3]
+    body = _restatement_body(tmp_path, ids)
+
+    first = run_dag("metronome_runtime_partitions", "PartitionedAtRuntime()", body)
+
+    assert first.state == "success"
+    manifest = {key: value for key, value in first.xcom("restate").items() if key != "skipped"}
+    events = _asset_events("metronome://costs/daily", "metronome_runtime_partitions")
+    # One event per day, keyed by the day; each carries the manifest, whose objects name the day's.
+    assert sorted(key for key, _ in events) == RESTATED
+    assert all(extra == manifest for _, extra in events)
+
+    (tmp_path / "date=2024-01-07" / "costs.jsonl").write_text("an older version of the day\n")
+    second = run_dag("metronome_runtime_partitions", "PartitionedAtRuntime()", body)
+
+    assert second.state == "success"
+    assert second.xcom("restate")["changed_days"] == ["2024-01-07"]
+    events = _asset_events("metronome://costs/daily", "metronome_runtime_partitions")
+    assert sorted(key for key, _ in events) == sorted([*RESTATED, "2024-01-07"])
+
+    third = run_dag("metronome_runtime_partitions", "PartitionedAtRuntime()", body)
+
+    assert third.state == "success"
+    assert third.xcom("restate")["changed_days"] == []
+    # Nothing changed, nothing announced.
+    assert len(_asset_events("metronome://costs/daily", "metronome_runtime_partitions")) == len(RESTATED) + 1
+
+
+@needs_runtime_partitions
+@pytest.mark.parametrize(("partition_outlets", "keys"), [(True, RESTATED), (None, [None]), (False, [None])])
+def test_partition_outlets_chooses_per_day_events_in_a_run_without_partitions(
+    sim: MetronomeSimulator, run_dag: Any, tmp_path: Path, partition_outlets: bool | None, keys: list[Any]
+) -> None:
+    dag_id = f"metronome_partition_outlets_{str(partition_outlets).lower()}"
+    body = _restatement_body(tmp_path, billable(sim)[:2], partition_outlets)
+
+    run = run_dag(dag_id, 'CronTriggerTimetable("@daily", timezone="UTC")', body)
+
+    assert run.state == "success"
+    assert sorted(_asset_events("metronome://costs/daily", dag_id), key=str) == [
+        (key, {k: v for k, v in run.xcom("restate").items() if k != "skipped"}) for key in keys
+    ]
+
+
+@pytest.mark.parametrize("value", ["yes", 1, 0])
+def test_partition_outlets_must_be_a_bool_or_none(value: Any) -> None:
+    with pytest.raises(ValueError, match=r"partition_outlets=.* must be True .*, False .* or None"):
+        MetronomeCostsOperator(task_id="fetch", partition_outlets=value)
