@@ -2,8 +2,9 @@
 
 ``python -m tests.benchmarks.parquet_memory_child --out DIR --suffix .parquet`` runs the operator
 (``line_items``, ``/costs``) against ``metronome_default`` into ``DIR/date={date}/costs<suffix>`` and
-prints ``{"seconds", "customers", "records", "bytes", "peak_rss_kb", "peak_reset"}`` as one JSON
-line. As in :mod:`tests.benchmarks.memory_child`, a one-customer run first takes the one-time
+prints ``{"seconds", "customers", "records", "bytes", "rss_before_kb", "peak_rss_kb", "peak_reset"}``
+and, from ``/proc/self/status`` before the run, ``file_rss_before_kb`` (file-backed pages: the
+libraries loaded) and ``anon_rss_before_kb`` (private memory), as one JSON line. As in :mod:`tests.benchmarks.memory_child`, a one-customer run first takes the one-time
 costs (imports, pyarrow's first use), then the peak is reset.
 """
 
@@ -51,6 +52,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     gc.collect()
     peak_reset = _reset_peak()
     before = _status_kb("VmRSS") if peak_reset else None
+    file_before, anon_before = _status_kb("RssFile"), _status_kb("RssAnon")
     started = time.perf_counter()
     manifest = measured.execute({})  # type: ignore[arg-type]
     emit(
@@ -60,6 +62,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             "records": manifest["records"],
             "bytes": manifest["bytes"],
             "rss_before_kb": before,
+            "file_rss_before_kb": file_before,
+            "anon_rss_before_kb": anon_before,
             "peak_rss_kb": _peak_rss_kb(),
             "peak_reset": peak_reset,
         }

@@ -148,25 +148,38 @@ def _section(
     lines += [
         "",
         f"| 90-day split run, {RSS_CUSTOMERS:,} customers, /costs | records | objects (MB) | wall (s) | "
-        "RSS before the run (MB) | peak RSS (MB) | growth (MB) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "RSS before the run (MB) | of which file-backed: libraries (MB) | private (MB) | peak RSS (MB) | "
+        "growth (MB) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         *(
             f"| {suffix} | {result['records']:,} | {result['bytes'] / 2**20:,.1f} | {result['seconds']:.1f} | "
-            f"{result['rss_before_kb'] / 1024:.1f} | {result['peak_rss_kb'] / 1024:.1f} | "
-            f"{(result['peak_rss_kb'] - result['rss_before_kb']) / 1024:+.1f} |"
+            f"{result['rss_before_kb'] / 1024:.1f} | {result['file_rss_before_kb'] / 1024:.1f} | "
+            f"{result['anon_rss_before_kb'] / 1024:.1f} | {result['peak_rss_kb'] / 1024:.1f} | "
+            f"{_growth_kb(result) / 1024:+.1f} |"
             for suffix, result in rss.items()
         ),
         "",
         "CPU: the operator's sink (records, encoding, compression, a local file) for one customer's 100 "
         "days, best of repeats. RSS: the peak of the measured run after a one-customer warm-up (which "
-        "loads pyarrow's libraries in the Parquet run: the RSS before the run holds them).",
+        "loads pyarrow's libraries in the Parquet run: the RSS before the run holds them, as file-backed "
+        "pages of /proc/self/status's RssFile); growth: the peak less the RSS before the run.",
     ]
-    growth = (rss[pq]["peak_rss_kb"] - rss[gz]["peak_rss_kb"]) / 1024
-    targets.append(
+    peak = (rss[pq]["peak_rss_kb"] - rss[gz]["peak_rss_kb"]) / 1024
+    growth = (_growth_kb(rss[pq]) - _growth_kb(rss[gz])) / 1024
+    targets += [
         (
             f"Parquet split run RSS within {TARGET_RSS_MB:.0f} MB of JSON Lines",
+            f"{peak:+.1f} MB",
+            peak <= TARGET_RSS_MB,
+        ),
+        (
+            f"Parquet split run's growth within {TARGET_RSS_MB:.0f} MB of JSON Lines' (pyarrow's libraries aside)",
             f"{growth:+.1f} MB",
             growth <= TARGET_RSS_MB,
-        )
-    )
+        ),
+    ]
     return lines, targets
+
+
+def _growth_kb(result: dict[str, Any]) -> int:
+    return int(result["peak_rss_kb"] - result["rss_before_kb"])
