@@ -2,23 +2,20 @@
 
 ``python -m tests.benchmarks.parquet_memory_child --out DIR --suffix .parquet`` runs the operator
 (``line_items``, ``/costs``) against ``metronome_default`` into ``DIR/date={date}/costs<suffix>`` and
-prints ``{"seconds", "customers", "records", "bytes", "rss_before_kb", "peak_rss_kb", "peak_reset"}``
-and, from ``/proc/self/status`` before the run, ``file_rss_before_kb`` (file-backed pages: the
-libraries loaded) and ``anon_rss_before_kb`` (private memory), as one JSON line. As in :mod:`tests.benchmarks.memory_child`, a one-customer run first takes the one-time
-costs (imports, pyarrow's first use), then the peak is reset.
+prints what :func:`tests.benchmarks.memory_child.measure_run` measures as one JSON line. As in
+:mod:`tests.benchmarks.memory_child`, a one-customer run first takes the one-time costs (imports,
+pyarrow's first use), then the peak is reset.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import gc
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from tests.benchmarks.common import DAY, emit
-from tests.benchmarks.memory_child import _peak_rss_kb, _reset_peak, _status_kb
+from tests.benchmarks.memory_child import measure_run
 
 SPLIT_DAYS = 90
 # The 90 days up to the benchmark's fixed day, all finished for the frozen simulator.
@@ -48,26 +45,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     first_customer = next(MetronomeHook().iter_customers(page_size=1)).id
     operator("warm-up", [first_customer]).execute({})  # type: ignore[arg-type]
-    measured = operator("memory", None)
-    gc.collect()
-    peak_reset = _reset_peak()
-    before = _status_kb("VmRSS") if peak_reset else None
-    file_before, anon_before = _status_kb("RssFile"), _status_kb("RssAnon")
-    started = time.perf_counter()
-    manifest = measured.execute({})  # type: ignore[arg-type]
-    emit(
-        {
-            "seconds": time.perf_counter() - started,
-            "customers": manifest["customers"],
-            "records": manifest["records"],
-            "bytes": manifest["bytes"],
-            "rss_before_kb": before,
-            "file_rss_before_kb": file_before,
-            "anon_rss_before_kb": anon_before,
-            "peak_rss_kb": _peak_rss_kb(),
-            "peak_reset": peak_reset,
-        }
-    )
+    emit(measure_run(operator("memory", None)))
 
 
 if __name__ == "__main__":

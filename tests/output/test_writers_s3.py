@@ -32,30 +32,15 @@ from airflow_provider_metronome.output.uris import storage_path
 from airflow_provider_metronome.output.writers import UPLOAD_BLOCK_SIZE, AtomicJsonLinesWriter
 from tests.operators.test_costs_s3 import AWS_CONN_ID, moto_server, s3  # noqa: F401 (fixtures)
 from tests.support.s3 import MotoS3
+from tests.support.writing import line, write_then_crash
 
 REPO = Path(__file__).resolve().parents[2]
 KEY = "costs/2024-01-05.jsonl"
 KILL_DEADLINE = 120.0
-# A line that gzip cannot shrink much, so that compressed objects also outgrow one upload block.
-LINE_BYTES = 1000
-
-
-def line(index: int) -> bytes:
-    return b'{"index":%d,"noise":"%s"}\n' % (index, os.urandom(LINE_BYTES // 2).hex().encode())
 
 
 def writer(server: MotoS3, key: str) -> AtomicJsonLinesWriter:
     return AtomicJsonLinesWriter(storage_path(server.url(key), AWS_CONN_ID), uri=server.url(key))
-
-
-def write_then_crash(target: AtomicJsonLinesWriter, size: int) -> None:
-    """Write at least ``size`` stored bytes, then fail inside the writer's block."""
-    with target:
-        index = 0
-        while target.bytes_written <= size:
-            target.write(line(index))
-            index += 1
-        raise RuntimeError("crash")
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".jsonl.gz"])

@@ -10,35 +10,19 @@ from __future__ import annotations
 
 import gc
 import gzip
-import os
 
 import pytest
 
 from airflow_provider_metronome.output.uris import storage_path
 from airflow_provider_metronome.output.writers import UPLOAD_BLOCK_SIZE, AtomicJsonLinesWriter
 from tests.support.stores import Store
+from tests.support.writing import line, write_then_crash
 
 KEY = "costs/2024-01-05"
-# A line that gzip cannot shrink much, so that compressed objects also outgrow one upload block.
-LINE_BYTES = 1000
-
-
-def line(index: int) -> bytes:
-    return b'{"index":%d,"noise":"%s"}\n' % (index, os.urandom(LINE_BYTES // 2).hex().encode())
 
 
 def writer(store: Store, key: str) -> AtomicJsonLinesWriter:
     return AtomicJsonLinesWriter(storage_path(store.url(key), store.conn_id), uri=store.url(key))
-
-
-def write_then_crash(target: AtomicJsonLinesWriter, size: int) -> None:
-    """Write at least ``size`` stored bytes, then fail inside the writer's block."""
-    with target:
-        index = 0
-        while target.bytes_written <= size:
-            target.write(line(index))
-            index += 1
-        raise RuntimeError("crash")
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".jsonl.gz"])
