@@ -12,6 +12,9 @@ check) goes through :func:`fetch_customers`:
   a customer is tried again later, within the run's :class:`TransientBudget`;
 - each customer is asked for its :func:`evidence_window`: the window, plus the day before it when
   that costs no extra page, which tells a customer billed until the window from one that was not;
+- a multi-day window the gateway times out on (a 504, or no answer within ``timeout``) is asked
+  again as two halves, down to single days (:func:`fetch_window`): the same objects in the same
+  order as one answer would hold; a single day that still times out fails the run;
 - each customer's answer is checked against the window before anyone uses it: every object a whole
   UTC day inside the window, none twice (costs: one window per day; breakdowns: one invoice id per
   day, each of the customer asked), days without any object named as missing. A window outside the
@@ -35,12 +38,14 @@ from airflow_provider_metronome.exceptions import (
     MetronomeAPIError,
     MetronomeAuthenticationError,
     MetronomeClientError,
+    MetronomeGatewayTimeoutError,
     MetronomeRateLimitError,
     MetronomeResponseError,
     MetronomeTransientError,
 )
 from airflow_provider_metronome.hooks.metronome import MetronomeHook
 from airflow_provider_metronome.hooks.rate import stop_waiting_on
+from airflow_provider_metronome.hooks.retry import timeouts_not_retried
 from airflow_provider_metronome.models import InvoiceBreakdown, SourceObject
 from airflow_provider_metronome.vocabulary import Source
 from airflow_provider_metronome.window import DayWindow, to_utc
@@ -317,7 +322,10 @@ def _fetch_one(
     asked = evidence_window(window, source)
     try:
         with stop_waiting_on(stop):
-            objects = list(hook.iter_source(source, customer_id, asked.start, asked.end))
+            objects = fetch_window(hook, source, customer_id, asked)
+    except MetronomeGatewayTimeoutError:
+        # Already asked a day at a time: trying the run's budget on it would only time out again.
+        raise
     except MetronomeClientError as err:
         if not (skip_customer_errors and is_skippable_customer_error(err)):
             raise
@@ -333,6 +341,56 @@ def _fetch_one(
         day_objects = [(day, item) for day, item in day_objects if day >= window.first_day]
     missing = tuple(day for day in window.iter_days() if day not in present)
     return CustomerResult(customer_id, transform(customer_id, day_objects), missing, present)
+
+
+def fetch_window(
+    hook: MetronomeHook, source: Source, customer_id: str, window: DayWindow
+) -> list[SourceObject]:
+    """One customer's objects of ``window``; where the gateway times out, its two halves, down to one day.
+
+    The halves are asked in day order and their objects joined: the same objects, in the same order,
+    as one answer sorted by date would hold. A multi-day window that times out is not sent again whole
+    (:func:`~airflow_provider_metronome.hooks.retry.timeouts_not_retried`): it would time out again, and
+    each try can cost the gateway's whole timeout.
+
+    :raises MetronomeGatewayTimeoutError: a single day still timed out after the hook's retries.
+    """
+    days = len(window.days)
+    if days <= 1:
+        try:
+            return list(hook.iter_source(source, customer_id, window.start, window.end))
+        except MetronomeGatewayTimeoutError as err:
+            raise _day_timed_out(err, source, customer_id, window) from None
+    try:
+        with timeouts_not_retried():
+            return list(hook.iter_source(source, customer_id, window.start, window.end))
+    except MetronomeGatewayTimeoutError as err:
+        hook.log.warning(
+            "Customer %s: %s of %s timed out (%s); asking again as %d + %d days",
+            customer_id,
+            source,
+            window.describe(),
+            err.cause,
+            days // 2,
+            days - days // 2,
+        )
+    middle = window.start.add(days=days // 2)
+    first = fetch_window(hook, source, customer_id, DayWindow(window.start, middle))
+    return first + fetch_window(hook, source, customer_id, DayWindow(middle, window.end))
+
+
+def _day_timed_out(
+    error: MetronomeGatewayTimeoutError, source: Source, customer_id: str, window: DayWindow
+) -> MetronomeGatewayTimeoutError:
+    return MetronomeGatewayTimeoutError(
+        f"{source} of customer {customer_id} for {window.describe()} timed out even asked one day at a "
+        f"time ({error.cause}); nothing was written. A single day of this customer is more than Metronome "
+        "answers in time: raise the connection's timeout extra if it is below the gateway's 59 s, or "
+        "retry the task later",
+        status_code=error.status_code,
+        method=error.method,
+        path=error.path,
+    )
 
 
 def days_of_objects(
@@ -423,6 +481,7 @@ __all__ = [
     "days_of_objects",
     "evidence_window",
     "fetch_customers",
+    "fetch_window",
     "is_skippable_customer_error",
     "name_customers",
 ]

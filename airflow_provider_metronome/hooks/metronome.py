@@ -20,6 +20,7 @@ from airflow_provider_metronome.connection_form import CONNECTION_EXTRAS, connec
 from airflow_provider_metronome.customers import WindowCustomers
 from airflow_provider_metronome.exceptions import (
     MetronomeAPIError,
+    MetronomeGatewayTimeoutError,
     MetronomeRateLimitError,
     MetronomeResponseError,
     MetronomeTransientError,
@@ -30,7 +31,12 @@ from airflow_provider_metronome.hooks.rate import (
     RateSnapshot,
     account_controller,
 )
-from airflow_provider_metronome.hooks.retry import RetryPolicy, Verdict
+from airflow_provider_metronome.hooks.retry import (
+    GATEWAY_TIMEOUT_STATUS,
+    RetryPolicy,
+    Verdict,
+    retries_timeouts,
+)
 from airflow_provider_metronome.hooks.transport import AttemptFailed, QueryValue, new_session, send
 from airflow_provider_metronome.models import (
     BrokenJsonError,
@@ -311,7 +317,9 @@ class MetronomeHook(BaseHook):
                 if not failure.retryable:
                     error = MetronomeResponseError if failure.malformed else MetronomeAPIError
                     raise error(self._scrub(failure.cause), method="GET", path=path) from None
-                failures = self._count_failure(path, failures, None, failure.cause)
+                failures = self._count_failure(
+                    path, failures, None, failure.cause, timed_out=failure.timed_out
+                )
                 continue
             self.log.debug(
                 "GET %s -> %s in %.3f s (attempt %d)",
@@ -400,9 +408,29 @@ class MetronomeHook(BaseHook):
         failures: int,
         response: requests.Response | None,
         cause: str,
+        *,
+        timed_out: bool = False,
     ) -> int:
-        """Wait before retrying a failed attempt, or raise once the retries are spent."""
+        """Wait before retrying a failed attempt, or raise once the retries are spent.
+
+        A gateway timeout (a 504, or no whole answer within ``timeout``) raises
+        :class:`MetronomeGatewayTimeoutError`, at once inside
+        :func:`~airflow_provider_metronome.hooks.retry.timeouts_not_retried`.
+        """
         policy = self.retry_policy
+        timed_out = timed_out or (response is not None and response.status_code == GATEWAY_TIMEOUT_STATUS)
+        if timed_out and (failures >= policy.max_retries or not retries_timeouts()):
+            message = (
+                _error_message(response, self._mask)
+                if response is not None
+                else self._scrub(f"no answer after {failures + 1} attempt(s): {cause}")
+            )
+            raise MetronomeGatewayTimeoutError(
+                message,
+                status_code=None if response is None else response.status_code,
+                method="GET",
+                path=path,
+            )
         if failures >= policy.max_retries:
             if response is not None and response.status_code < 300:
                 raise MetronomeTransientError(
