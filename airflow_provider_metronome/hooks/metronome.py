@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from airflow_provider_metronome._compat import BaseHook, mask_secret
 from airflow_provider_metronome.connection_form import CONNECTION_EXTRAS, connection_type, extra_default
-from airflow_provider_metronome.customers import WindowCustomers
+from airflow_provider_metronome.customers import WindowCustomers, WindowListing
 from airflow_provider_metronome.exceptions import (
     MetronomeAPIError,
     MetronomeGatewayTimeoutError,
@@ -607,9 +607,20 @@ class MetronomeHook(BaseHook):
         customers created at or after ``ending_before`` are left out. Two listings (active, then
         archived), paginated.
         """
+        listing = self.window_listing(starting_on, ending_before)
+        for _ in listing:
+            pass
+        return listing.customers
+
+    def window_listing(self, starting_on: TimestampLike, ending_before: TimestampLike) -> WindowListing:
+        """:meth:`list_window_customers` as it is read: each customer's id as soon as its page arrives.
+
+        The requests go out as the listing is iterated; its ``customers`` are the window's set once it
+        was read to the end (see :class:`~airflow_provider_metronome.customers.WindowListing`).
+        """
         window = DayWindow.of(starting_on, ending_before)
         archived = self._list_customers({"only_archived": "true"}, MAX_PAGE_SIZE)
-        return WindowCustomers.of(window, self.iter_customers(), archived)
+        return WindowListing(window, self.iter_customers(), archived)
 
     def iter_costs(
         self,
