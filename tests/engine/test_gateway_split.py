@@ -10,7 +10,7 @@ import pytest
 from airflow_provider_metronome.engine.fetch import fetch_customers, fetch_window
 from airflow_provider_metronome.exceptions import MetronomeGatewayTimeoutError
 from airflow_provider_metronome.hooks.metronome import MetronomeHook
-from airflow_provider_metronome.testing import GatewayTimeout, MetronomeSimulator
+from airflow_provider_metronome.testing import Fault, GatewayTimeout, MetronomeSimulator
 from airflow_provider_metronome.window import DayWindow
 from tests.support.runs import connection_json
 
@@ -110,4 +110,25 @@ def test_a_day_that_still_times_out_fails_the_run_clearly(sim: MetronomeSimulato
         ("2023-12-31", "2024-01-01"),
         ("2023-12-31", "2024-01-01"),
         ("2023-12-31", "2024-01-01"),
+    ]
+
+
+def test_a_costs_window_answered_504_is_split_too(sim: MetronomeSimulator) -> None:
+    customer = sim.active_customer_ids[0]
+    window = DayWindow.of(FIRST, FIRST + dt.timedelta(days=4))
+    unsplit = fetch_window(MetronomeHook(), "costs", customer, window)
+    sim.inject(Fault.status(504), path="/costs", times=1)
+    sim.clear_requests()
+
+    split = fetch_window(MetronomeHook(), "costs", customer, window)
+
+    assert [item.model_dump_json() for item in split] == [item.model_dump_json() for item in unsplit]
+    ranges = [
+        (record.query["starting_on"][0][:10], record.query["ending_before"][0][:10])
+        for record in sim.requests_for("/costs")
+    ]
+    assert ranges == [
+        ("2024-01-01", "2024-01-05"),
+        ("2024-01-01", "2024-01-03"),
+        ("2024-01-03", "2024-01-05"),
     ]
