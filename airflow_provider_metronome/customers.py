@@ -14,7 +14,7 @@ Each customer's :class:`Lifetime` is also the first evidence of a day it has not
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from airflow_provider_metronome.models import Customer
@@ -74,12 +74,14 @@ class WindowCustomers:
         cls, window: DayWindow, active: Iterable[Customer], archived: Iterable[Customer]
     ) -> WindowCustomers:
         """The window's customers from the two listings (a customer in both counts once, as archived)."""
-        listed: dict[str, tuple[str, Lifetime | None]] = {}
-        for group, customers in (("active", active), ("archived", archived)):
-            for customer in customers:
-                known = Lifetime.of(customer)
-                # Most customers existed on every day of the window: None stands for them.
-                listed[customer.id.lower()] = (group, None if known.spans(window) else known)
+        listing = WindowListing(window, active, archived)
+        for _ in listing:
+            pass
+        return listing.customers
+
+    @classmethod
+    def settle(cls, window: DayWindow, listed: Mapping[str, tuple[str, Lifetime | None]]) -> WindowCustomers:
+        """The window's customers from what was listed: id -> (listing, lifetime; None: the whole window)."""
         groups = dict.fromkeys(("active", "archived", "created_after_window", "archived_before_window"), 0)
         kept: list[str] = []
         lifetimes: dict[str, Lifetime] = {}
@@ -111,6 +113,49 @@ class WindowCustomers:
         return line
 
 
+class WindowListing:
+    """The customers of a window while the two listings are read, so that fetching need not wait for them.
+
+    Iterating reads the listings (active, then archived) and yields each customer's id once, as soon as
+    a listing shows it and its lifetime does not rule the window out, in listing order. Once iterated to
+    the end, :attr:`customers` is the window's set, exactly as :meth:`WindowCustomers.of` makes it: a
+    customer yielded may still be left out there (shown active, then archived before the window's start
+    by the time the archived listing is read), and only that set says who is written, and in what order.
+    """
+
+    def __init__(self, window: DayWindow, active: Iterable[Customer], archived: Iterable[Customer]) -> None:
+        self.window = window
+        self._listings = (("active", active), ("archived", archived))
+        self._customers: WindowCustomers | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        listed: dict[str, tuple[str, Lifetime | None]] = {}
+        yielded: set[str] = set()
+        for group, customers in self._listings:
+            for customer in customers:
+                customer_id = customer.id.lower()
+                known = Lifetime.of(customer)
+                # Most customers existed on every day of the window: None stands for them.
+                lifetime = None if known.spans(self.window) else known
+                listed[customer_id] = (group, lifetime)
+                if customer_id not in yielded and (lifetime is None or lifetime.overlaps(self.window)):
+                    yielded.add(customer_id)
+                    yield customer_id
+        self._customers = WindowCustomers.settle(self.window, listed)
+
+    @property
+    def customers(self) -> WindowCustomers:
+        """The window's customers; only once the listing was iterated to its end."""
+        if self._customers is None:
+            raise RuntimeError("the customer listing has not been read to its end yet")
+        return self._customers
+
+    @property
+    def ids(self) -> list[str]:
+        """The window's customer ids, sorted: the order every task writes customers in."""
+        return self.customers.ids
+
+
 def _moment(text: str | None) -> dt.datetime | None:
     if not text:
         return None
@@ -121,4 +166,4 @@ def _moment(text: str | None) -> dt.datetime | None:
         return None
 
 
-__all__ = ["Lifetime", "WindowCustomers"]
+__all__ = ["Lifetime", "WindowCustomers", "WindowListing"]

@@ -71,6 +71,14 @@ class MetronomeTransientError(MetronomeAPIError):
         return True
 
 
+class MetronomeGatewayTimeoutError(MetronomeTransientError):
+    """A 504, or no whole answer within ``timeout``: the request asked for more than Metronome answers in time.
+
+    Raised after the retries, or at once for a caller that asks again in smaller pieces
+    (:func:`~airflow_provider_metronome.hooks.retry.timeouts_not_retried`).
+    """
+
+
 class MetronomeRateLimitError(MetronomeTransientError):
     """The account's rate limit turned every request away for longer than ``rate_limit_timeout``."""
 

@@ -6,12 +6,19 @@ check) goes through :func:`fetch_customers`:
 - customers are fetched concurrently over the hook's pooled session, at most ``max_workers`` at a
   time, and handed out in the order given, with a bounded read-ahead so memory stays flat however
   many customers there are;
+- given a :class:`CustomerListing` instead of ids, customers are fetched as the listing's pages
+  arrive, while the listing is still read; their results wait in a temporary file (not in memory)
+  until their turn in the listing's final order, so the order and the bytes are those of a fetch
+  that listed first;
 - one error policy: a customer's error fails the fetch, unless customer errors are skipped and the
   error is about that customer alone (:func:`is_skippable_customer_error`), or the error is
   transient (a 5xx, a timeout, a reset, a 200 that is not JSON, after the hook's own retries): such
   a customer is tried again later, within the run's :class:`TransientBudget`;
 - each customer is asked for its :func:`evidence_window`: the window, plus the day before it when
   that costs no extra page, which tells a customer billed until the window from one that was not;
+- a multi-day window the gateway times out on (a 504, or no answer within ``timeout``) is asked
+  again as two halves, down to single days (:func:`fetch_window`): the same objects in the same
+  order as one answer would hold; a single day that still times out fails the run;
 - each customer's answer is checked against the window before anyone uses it: every object a whole
   UTC day inside the window, none twice (costs: one window per day; breakdowns: one invoice id per
   day, each of the customer asked), days without any object named as missing. A window outside the
@@ -23,24 +30,28 @@ check) goes through :func:`fetch_customers`:
 from __future__ import annotations
 
 import datetime as dt
+import pickle
+import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from airflow_provider_metronome.exceptions import (
     MetronomeAPIError,
     MetronomeAuthenticationError,
     MetronomeClientError,
+    MetronomeGatewayTimeoutError,
     MetronomeRateLimitError,
     MetronomeResponseError,
     MetronomeTransientError,
 )
 from airflow_provider_metronome.hooks.metronome import MetronomeHook
 from airflow_provider_metronome.hooks.rate import stop_waiting_on
+from airflow_provider_metronome.hooks.retry import timeouts_not_retried
 from airflow_provider_metronome.models import InvoiceBreakdown, SourceObject
 from airflow_provider_metronome.vocabulary import Source
 from airflow_provider_metronome.window import DayWindow, to_utc
@@ -144,8 +155,27 @@ def name_customers(customer_ids: Sequence[str]) -> str:
     return ", ".join(customer_ids[:MAX_NAMED_CUSTOMERS]) + more
 
 
+class CustomerListing(Protocol):
+    """Customers as a listing shows them: ids to fetch as they come, then the final ids in their order.
+
+    :class:`~airflow_provider_metronome.customers.WindowListing` is one.
+    """
+
+    def __iter__(self) -> Iterator[str]:
+        """Each id that may be in the final set, once, as soon as it is listed."""
+        ...
+
+    @property
+    def ids(self) -> Sequence[str]:
+        """The ids to hand out, in their order; only once iterated to the end."""
+        ...
+
+
 class FetchProgress:
-    """Writes customers done / total, records, the request rate and 429s, at most every ``interval`` s."""
+    """Writes customers done / total, records, the request rate and 429s, at most every ``interval`` s.
+
+    :param total: How many customers the run fetches (a fetch that lists them sets it once listed).
+    """
 
     def __init__(self, log: Any, hook: MetronomeHook, total: int, interval: float) -> None:
         self.log = log
@@ -190,7 +220,7 @@ class FetchProgress:
 
 def fetch_customers(
     hook: MetronomeHook,
-    customer_ids: Sequence[str],
+    customer_ids: Sequence[str] | CustomerListing,
     window: DayWindow,
     source: Source,
     transform: Callable[[str, DayObjects], ResultT],
@@ -207,6 +237,8 @@ def fetch_customers(
     generator early (a consumer that has seen enough, or an error) drops the queued customers and
     lets the few running requests end.
 
+    :param customer_ids: The ids, or a :class:`CustomerListing` to fetch from while it is read
+        (results come once it is read to the end, in its final order).
     :param transform: Runs in the worker thread on each customer's :data:`DayObjects`.
     :param retry_transient: Try customers again that failed transiently after the hook's retries
         (within a :class:`TransientBudget`); else their error fails the fetch at once (a check that
@@ -216,11 +248,10 @@ def fetch_customers(
     # Read the connection once, before the threads race for it.
     _ = hook.settings
     pending: deque[Future[CustomerResult[ResultT]]] = deque()
-    queue = iter(customer_ids)
     pool = ThreadPoolExecutor(max_workers, thread_name_prefix="metronome-fetch")
     # Set when the consumer is done: requests still waiting for the rate controller give up at once.
     stop = threading.Event()
-    budget = TransientBudget(len(customer_ids))
+    early: _Prefetch[ResultT] | None = None
 
     def fetch(customer_id: str, attempt: int = 0, pause: float = 0.0) -> Future[CustomerResult[ResultT]]:
         return pool.submit(
@@ -238,9 +269,20 @@ def fetch_customers(
         )
 
     def submit(customer_id: str) -> None:
-        pending.append(fetch(customer_id))
+        fetched = None if early is None else early.take(customer_id)
+        pending.append(fetch(customer_id) if fetched is None else fetched)
 
     try:
+        if isinstance(customer_ids, Sequence):
+            ids = customer_ids
+        else:
+            early = _Prefetch(fetch, 2 * max_workers)
+            early.read(customer_ids)
+            ids = customer_ids.ids
+        budget = TransientBudget(len(ids))
+        if progress is not None:
+            progress.total = len(ids)
+        queue = iter(ids)
         for customer_id in queue:
             submit(customer_id)
             if len(pending) >= 2 * max_workers:
@@ -273,8 +315,119 @@ def fetch_customers(
     finally:
         stop.set()
         pool.shutdown(wait=True, cancel_futures=True)
+        if early is not None:
+            early.close()
     if progress is not None:
         progress.finish()
+
+
+class _Prefetch(Generic[ResultT]):
+    """Customers fetched while the listing is read, at most ``limit`` at a time, each result set aside.
+
+    Results that finish while the listing is read go to a :class:`_ResultSpool`; those still running
+    when it ends stay with their future. :meth:`take` hands either out when the customer's turn comes.
+    """
+
+    def __init__(self, fetch: Callable[[str], Future[CustomerResult[ResultT]]], limit: int) -> None:
+        self._fetch = fetch
+        self._limit = limit
+        # Reentrant: a future that is already done runs its callback at once, in the thread adding it.
+        self._lock = threading.RLock()
+        self._waiting: deque[str] = deque()
+        self._running: dict[str, Future[CustomerResult[ResultT]]] = {}
+        self._spool: _ResultSpool[ResultT] = _ResultSpool()
+        self._listing = True
+        self._error: BaseException | None = None
+
+    def read(self, listing: CustomerListing) -> None:
+        """Read the listing to its end, fetching its customers meanwhile; raises a customer's error at once."""
+        try:
+            for customer_id in listing:
+                with self._lock:
+                    if self._error is not None:
+                        raise self._error
+                    if len(self._running) < self._limit:
+                        self._start(customer_id)
+                    else:
+                        self._waiting.append(customer_id)
+        finally:
+            with self._lock:
+                # The rest are fetched in the final order; the running ones are taken from their futures.
+                self._listing = False
+                self._waiting.clear()
+        if self._error is not None:
+            raise self._error
+
+    def take(self, customer_id: str) -> Future[CustomerResult[ResultT]] | None:
+        """The customer's result (or its running fetch), or None when it was not fetched early."""
+        with self._lock:
+            running = self._running.pop(customer_id, None)
+        if running is not None:
+            return running
+        result = self._spool.take(customer_id)
+        if result is None:
+            return None
+        done: Future[CustomerResult[ResultT]] = Future()
+        done.set_result(result)
+        return done
+
+    def close(self) -> None:
+        self._spool.close()
+
+    def _start(self, customer_id: str) -> None:
+        future = self._fetch(customer_id)
+        self._running[customer_id] = future
+        future.add_done_callback(lambda done: self._finished(customer_id, done))
+
+    def _finished(self, customer_id: str, future: Future[CustomerResult[ResultT]]) -> None:
+        with self._lock:
+            if not self._listing or future.cancelled():
+                return
+            del self._running[customer_id]
+            error = future.exception()
+            if error is not None:
+                self._error = self._error or error
+                return
+            self._spool.put(future.result())
+            while self._waiting and len(self._running) < self._limit:
+                self._start(self._waiting.popleft())
+
+
+class _ResultSpool(Generic[ResultT]):
+    """Results waiting for their turn, pickled into a temporary file: memory stays flat however many wait.
+
+    Results with an error (skipped, failed) stay in memory: they are few, hold no records, and an
+    error does not survive pickling whole.
+    """
+
+    def __init__(self) -> None:
+        # Open for the whole fetch, closed by close(): no single block holds it.
+        self._file = tempfile.TemporaryFile(prefix="metronome-results-")  # noqa: SIM115
+        self._where: dict[str, tuple[int, int]] = {}
+        self._kept: dict[str, CustomerResult[ResultT]] = {}
+
+    def put(self, result: CustomerResult[ResultT]) -> None:
+        if result.skipped is not None or result.failed is not None:
+            self._kept[result.customer_id] = result
+            return
+        data = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+        offset = self._file.seek(0, 2)
+        self._file.write(data)
+        self._where[result.customer_id] = (offset, len(data))
+
+    def take(self, customer_id: str) -> CustomerResult[ResultT] | None:
+        kept = self._kept.pop(customer_id, None)
+        if kept is not None:
+            return kept
+        where = self._where.pop(customer_id, None)
+        if where is None:
+            return None
+        self._file.seek(where[0])
+        result: CustomerResult[ResultT] = pickle.loads(self._file.read(where[1]))
+        return result
+
+    def close(self) -> None:
+        self._file.close()
 
 
 def _wait_for_head(
@@ -317,7 +470,10 @@ def _fetch_one(
     asked = evidence_window(window, source)
     try:
         with stop_waiting_on(stop):
-            objects = list(hook.iter_source(source, customer_id, asked.start, asked.end))
+            objects = fetch_window(hook, source, customer_id, asked)
+    except MetronomeGatewayTimeoutError:
+        # Already asked a day at a time: trying the run's budget on it would only time out again.
+        raise
     except MetronomeClientError as err:
         if not (skip_customer_errors and is_skippable_customer_error(err)):
             raise
@@ -333,6 +489,56 @@ def _fetch_one(
         day_objects = [(day, item) for day, item in day_objects if day >= window.first_day]
     missing = tuple(day for day in window.iter_days() if day not in present)
     return CustomerResult(customer_id, transform(customer_id, day_objects), missing, present)
+
+
+def fetch_window(
+    hook: MetronomeHook, source: Source, customer_id: str, window: DayWindow
+) -> list[SourceObject]:
+    """One customer's objects of ``window``; where the gateway times out, its two halves, down to one day.
+
+    The halves are asked in day order and their objects joined: the same objects, in the same order,
+    as one answer sorted by date would hold. A multi-day window that times out is not sent again whole
+    (:func:`~airflow_provider_metronome.hooks.retry.timeouts_not_retried`): it would time out again, and
+    each try can cost the gateway's whole timeout.
+
+    :raises MetronomeGatewayTimeoutError: a single day still timed out after the hook's retries.
+    """
+    days = len(window.days)
+    if days <= 1:
+        try:
+            return list(hook.iter_source(source, customer_id, window.start, window.end))
+        except MetronomeGatewayTimeoutError as err:
+            raise _day_timed_out(err, source, customer_id, window) from None
+    try:
+        with timeouts_not_retried():
+            return list(hook.iter_source(source, customer_id, window.start, window.end))
+    except MetronomeGatewayTimeoutError as err:
+        hook.log.warning(
+            "Customer %s: %s of %s timed out (%s); asking again as %d + %d days",
+            customer_id,
+            source,
+            window.describe(),
+            err.cause,
+            days // 2,
+            days - days // 2,
+        )
+    middle = window.start.add(days=days // 2)
+    first = fetch_window(hook, source, customer_id, DayWindow(window.start, middle))
+    return first + fetch_window(hook, source, customer_id, DayWindow(middle, window.end))
+
+
+def _day_timed_out(
+    error: MetronomeGatewayTimeoutError, source: Source, customer_id: str, window: DayWindow
+) -> MetronomeGatewayTimeoutError:
+    return MetronomeGatewayTimeoutError(
+        f"{source} of customer {customer_id} for {window.describe()} timed out even asked one day at a "
+        f"time ({error.cause}); nothing was written. A single day of this customer is more than Metronome "
+        "answers in time: raise the connection's timeout extra if it is below the gateway's 59 s, or "
+        "retry the task later",
+        status_code=error.status_code,
+        method=error.method,
+        path=error.path,
+    )
 
 
 def days_of_objects(
@@ -416,6 +622,7 @@ def _bad_window(source: Source, customer_id: str, what: str) -> MetronomeRespons
 
 __all__ = [
     "DAYS_PER_PAGE",
+    "CustomerListing",
     "CustomerResult",
     "DayObjects",
     "FetchProgress",
@@ -423,6 +630,7 @@ __all__ = [
     "days_of_objects",
     "evidence_window",
     "fetch_customers",
+    "fetch_window",
     "is_skippable_customer_error",
     "name_customers",
 ]

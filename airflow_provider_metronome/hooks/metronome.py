@@ -17,9 +17,10 @@ from pydantic import ValidationError
 
 from airflow_provider_metronome._compat import BaseHook, mask_secret
 from airflow_provider_metronome.connection_form import CONNECTION_EXTRAS, connection_type, extra_default
-from airflow_provider_metronome.customers import WindowCustomers
+from airflow_provider_metronome.customers import WindowCustomers, WindowListing
 from airflow_provider_metronome.exceptions import (
     MetronomeAPIError,
+    MetronomeGatewayTimeoutError,
     MetronomeRateLimitError,
     MetronomeResponseError,
     MetronomeTransientError,
@@ -30,7 +31,12 @@ from airflow_provider_metronome.hooks.rate import (
     RateSnapshot,
     account_controller,
 )
-from airflow_provider_metronome.hooks.retry import RetryPolicy, Verdict
+from airflow_provider_metronome.hooks.retry import (
+    GATEWAY_TIMEOUT_STATUS,
+    RetryPolicy,
+    Verdict,
+    retries_timeouts,
+)
 from airflow_provider_metronome.hooks.transport import AttemptFailed, QueryValue, new_session, send
 from airflow_provider_metronome.models import (
     BrokenJsonError,
@@ -311,7 +317,9 @@ class MetronomeHook(BaseHook):
                 if not failure.retryable:
                     error = MetronomeResponseError if failure.malformed else MetronomeAPIError
                     raise error(self._scrub(failure.cause), method="GET", path=path) from None
-                failures = self._count_failure(path, failures, None, failure.cause)
+                failures = self._count_failure(
+                    path, failures, None, failure.cause, timed_out=failure.timed_out
+                )
                 continue
             self.log.debug(
                 "GET %s -> %s in %.3f s (attempt %d)",
@@ -400,9 +408,29 @@ class MetronomeHook(BaseHook):
         failures: int,
         response: requests.Response | None,
         cause: str,
+        *,
+        timed_out: bool = False,
     ) -> int:
-        """Wait before retrying a failed attempt, or raise once the retries are spent."""
+        """Wait before retrying a failed attempt, or raise once the retries are spent.
+
+        A gateway timeout (a 504, or no whole answer within ``timeout``) raises
+        :class:`MetronomeGatewayTimeoutError`, at once inside
+        :func:`~airflow_provider_metronome.hooks.retry.timeouts_not_retried`.
+        """
         policy = self.retry_policy
+        timed_out = timed_out or (response is not None and response.status_code == GATEWAY_TIMEOUT_STATUS)
+        if timed_out and (failures >= policy.max_retries or not retries_timeouts()):
+            message = (
+                _error_message(response, self._mask)
+                if response is not None
+                else self._scrub(f"no answer after {failures + 1} attempt(s): {cause}")
+            )
+            raise MetronomeGatewayTimeoutError(
+                message,
+                status_code=None if response is None else response.status_code,
+                method="GET",
+                path=path,
+            )
         if failures >= policy.max_retries:
             if response is not None and response.status_code < 300:
                 raise MetronomeTransientError(
@@ -579,9 +607,20 @@ class MetronomeHook(BaseHook):
         customers created at or after ``ending_before`` are left out. Two listings (active, then
         archived), paginated.
         """
+        listing = self.window_listing(starting_on, ending_before)
+        for _ in listing:
+            pass
+        return listing.customers
+
+    def window_listing(self, starting_on: TimestampLike, ending_before: TimestampLike) -> WindowListing:
+        """:meth:`list_window_customers` as it is read: each customer's id as soon as its page arrives.
+
+        The requests go out as the listing is iterated; its ``customers`` are the window's set once it
+        was read to the end (see :class:`~airflow_provider_metronome.customers.WindowListing`).
+        """
         window = DayWindow.of(starting_on, ending_before)
         archived = self._list_customers({"only_archived": "true"}, MAX_PAGE_SIZE)
-        return WindowCustomers.of(window, self.iter_customers(), archived)
+        return WindowListing(window, self.iter_customers(), archived)
 
     def iter_costs(
         self,

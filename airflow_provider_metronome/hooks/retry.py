@@ -11,11 +11,13 @@ up to 25 % jitter.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import email.utils
 import enum
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -23,6 +25,7 @@ import requests
 
 RETRYABLE_STATUSES = frozenset({408, 409})
 THROTTLED_STATUS = 429
+GATEWAY_TIMEOUT_STATUS = 504
 INITIAL_BACKOFF = 0.5
 MAX_BACKOFF = 8.0
 
@@ -33,6 +36,30 @@ class Verdict(enum.Enum):
     DONE = "done"  # a success, or an error that retrying will not fix
     THROTTLED = "throttled"  # the account's rate limit: wait for the rate controller, then resend
     RETRY = "retry"  # a failure that may heal: resend while the retry budget lasts
+
+
+_timeouts_not_retried: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "metronome_timeouts_not_retried", default=False
+)
+
+
+@contextlib.contextmanager
+def timeouts_not_retried() -> Iterator[None]:
+    """In this block a 504 or a timed-out attempt raises at once instead of being sent again whole.
+
+    For a caller that retries with a smaller request (the fetch engine halves a window): the same
+    request would only time out again, and each try can cost the gateway's whole timeout.
+    """
+    token = _timeouts_not_retried.set(True)
+    try:
+        yield
+    finally:
+        _timeouts_not_retried.reset(token)
+
+
+def retries_timeouts() -> bool:
+    """False inside :func:`timeouts_not_retried`."""
+    return not _timeouts_not_retried.get()
 
 
 def server_retry_after(response: requests.Response) -> float | None:

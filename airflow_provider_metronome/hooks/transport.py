@@ -33,13 +33,17 @@ class AttemptFailed(Exception):
     :param cause: What happened, in words a user can act on.
     :param retryable: Whether sending again may help (a timeout, a reset) or not (TLS verification).
     :param malformed: The server answered, but with a body that cannot be read as sent.
+    :param timed_out: No whole answer within ``timeout``: what a gateway that gives up looks like from here.
     """
 
-    def __init__(self, cause: str, *, retryable: bool, malformed: bool = False) -> None:
+    def __init__(
+        self, cause: str, *, retryable: bool, malformed: bool = False, timed_out: bool = False
+    ) -> None:
         super().__init__(cause)
         self.cause = cause
         self.retryable = retryable
         self.malformed = malformed
+        self.timed_out = timed_out
 
 
 class BearerAuth(requests.auth.AuthBase):
@@ -114,6 +118,7 @@ def _read_body(response: requests.Response, deadline: float, timeout: float) -> 
             raise AttemptFailed(
                 f"the answer took longer than timeout={timeout:g} s in all (the server sends it too slowly)",
                 retryable=True,
+                timed_out=True,
             )
         # read1 returns what one read brings, so a trickling server cannot hold us past the deadline.
         chunk = response.raw.read1(CHUNK_BYTES, decode_content=True)
@@ -156,7 +161,9 @@ def _failure(err: BaseException, url: str, connect_timeout: float, timeout: floa
     if any(
         isinstance(e, (requests.exceptions.ReadTimeout, urllib3.exceptions.ReadTimeoutError)) for e in chain
     ):
-        return AttemptFailed(f"no data from {address} for timeout={timeout:g} s", retryable=True)
+        return AttemptFailed(
+            f"no data from {address} for timeout={timeout:g} s", retryable=True, timed_out=True
+        )
     if any(isinstance(e, (ConnectionResetError, urllib3.exceptions.ProtocolError)) for e in chain):
         return AttemptFailed(
             f"the connection to {address} was reset or closed before a complete answer", retryable=True

@@ -15,7 +15,7 @@ from airflow_provider_metronome._compat import (
     Context,
     XCom,
 )
-from airflow_provider_metronome.customers import WindowCustomers
+from airflow_provider_metronome.customers import WindowListing
 from airflow_provider_metronome.engine.availability import DayEvidence
 from airflow_provider_metronome.engine.fetch import (
     FetchProgress,
@@ -274,22 +274,23 @@ class MetronomeCostsOperator(BaseOperator):
         )
         self._push_customer_link(context, customer_ids)
         hook = MetronomeHook(self.metronome_conn_id, task_requests_per_second=self.task_requests_per_second)
-        customers: WindowCustomers | None = None
         try:
-            if customer_ids is None:
-                customers = hook.list_window_customers(window.start, window.end)
-                customer_ids = customers.ids
-                self.log.info("%s", customers.describe())
+            # Every customer of the window: fetched as the listing's pages arrive.
+            customers = (
+                customer_ids if customer_ids is not None else hook.window_listing(window.start, window.end)
+            )
             self.log.info(
-                "Fetching %s (%s) of %s for %d customer(s) with %d worker(s) into %s",
+                "Fetching %s (%s) of %s for %s with %d worker(s) into %s",
                 self.source,
                 self.record_format,
                 window.describe(),
-                len(customer_ids),
+                f"{len(customers)} customer(s)"
+                if isinstance(customers, list)
+                else "the customers of the window, as they are listed",
                 self.max_workers,
                 sink.describe(),
             )
-            result = self._run(hook, window, customer_ids, sink, customers)
+            result = self._run(hook, window, customers, sink)
         finally:
             hook.close()
         if result.manifest is not None:
@@ -297,12 +298,7 @@ class MetronomeCostsOperator(BaseOperator):
         return result.return_value
 
     def _run(
-        self,
-        hook: MetronomeHook,
-        window: DayWindow,
-        customer_ids: list[str],
-        sink: RecordSink,
-        customers: WindowCustomers | None,
+        self, hook: MetronomeHook, window: DayWindow, customers: list[str] | WindowListing, sink: RecordSink
     ) -> SinkResult:
         """The one loop: each customer's records, in customer order, into the sink."""
         if self.max_workers > hook.settings.pool_size:
@@ -312,21 +308,25 @@ class MetronomeCostsOperator(BaseOperator):
                 self.max_workers,
                 hook.settings.pool_size,
             )
+        listing = None if isinstance(customers, list) else customers
         results = fetch_customers(
             hook,
-            customer_ids,
+            customers,
             window,
             self.source,
             sink.prepare,
             max_workers=self.max_workers,
             skip_customer_errors=self.on_customer_error == "skip",
-            progress=FetchProgress(self.log, hook, len(customer_ids), self.progress_interval),
+            progress=FetchProgress(self.log, hook, 0, self.progress_interval),
             count=_count_records,
         )
         skipped: list[dict[str, Any]] = []
-        evidence = DayEvidence(window, None if customers is None else customers.lifetimes)
+        evidence = DayEvidence(window)
         with sink, closing(results):
             for result in results:
+                if listing is not None and evidence.lifetimes is not listing.customers.lifetimes:
+                    # The first result comes once the listing is read to its end.
+                    evidence.lifetimes = listing.customers.lifetimes
                 self._stop_if_killed()
                 if result.skipped is not None:
                     skipped.append(
@@ -352,8 +352,9 @@ class MetronomeCostsOperator(BaseOperator):
                 for day, ids in not_billed.items()
             },
         }
-        if customers is not None:
-            facts["customer_set"] = customers.groups
+        if listing is not None:
+            self.log.info("%s", listing.customers.describe())
+            facts["customer_set"] = listing.customers.groups
         facts["skipped"] = skipped
         return sink.finish(summary, facts)
 

@@ -8,10 +8,19 @@ from __future__ import annotations
 from airflow_provider_metronome.testing.simulator import (
     DEFAULT_TOKEN,
     Fault,
+    GatewayTimeout,
     MetronomeSimulator,
     RateLimit,
     RequestRecord,
     RetryAfter,
 )
 
-__all__ = ["DEFAULT_TOKEN", "Fault", "MetronomeSimulator", "RateLimit", "RequestRecord", "RetryAfter"]
+__all__ = [
+    "DEFAULT_TOKEN",
+    "Fault",
+    "GatewayTimeout",
+    "MetronomeSimulator",
+    "RateLimit",
+    "RequestRecord",
+    "RetryAfter",
+]

@@ -19,11 +19,13 @@ from airflow_provider_metronome.testing import control_client
 from airflow_provider_metronome.testing.arguments import (
     FAULT_FORM,
     FAULTS,
+    GATEWAY_TIMEOUT_FORM,
     RETRY_AFTER,
     STATUS_FAULT,
     FaultArgument,
     customer_spec,
     fault_argument,
+    gateway_timeout,
     lifecycle_window,
     timestamp,
 )
@@ -92,6 +94,15 @@ def _parser() -> argparse.ArgumentParser:
         choices=tuple(RETRY_AFTER),
         default="none",
         help="retry hint of a 429: none (as Metronome), Retry-After seconds or retry-after-ms (default: none)",
+    )
+    parser.add_argument(
+        "--gateway-timeout",
+        type=gateway_timeout,
+        metavar=GATEWAY_TIMEOUT_FORM,
+        help=(
+            "answer 504 (x-gateway-timeout-millis: 59000), after SECONDS (default 0), to a breakdowns "
+            "request whose range holds more than MAX_LINE_ITEMS line items (default: no gateway timeout)"
+        ),
     )
     parser.add_argument(
         "--tls",
@@ -181,6 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         extra_tokens=args.extra_token,
         rate_limit=rate_limit,
         tls=args.tls,
+        gateway_timeout=args.gateway_timeout,
     )
     added = [
         (simulator.add_customer(**dataclasses.asdict(spec)), f"--customer {number}")

@@ -14,7 +14,7 @@ from typing import NamedTuple, TypeVar
 
 from airflow_provider_metronome.testing.accounts import CustomerSpec
 from airflow_provider_metronome.testing.data import parse_timestamp
-from airflow_provider_metronome.testing.faults import Fault
+from airflow_provider_metronome.testing.faults import Fault, GatewayTimeout
 from airflow_provider_metronome.testing.rate_limit import RetryAfter
 
 RETRY_AFTER: dict[str, RetryAfter | None] = {"none": None, "seconds": "seconds", "ms": "ms"}
@@ -43,6 +43,21 @@ FAULTS: dict[str, Callable[[], Fault]] = {
     "odd_text": Fault.odd_text,
     "foreign_customer": Fault.foreign_customer,
 }
+
+
+GATEWAY_TIMEOUT_FORM = "MAX_LINE_ITEMS[:SECONDS]"
+
+
+def gateway_timeout(text: str) -> GatewayTimeout:
+    """A ``--gateway-timeout`` MAX_LINE_ITEMS[:SECONDS]: a whole number, and a wait before the 504 (default 0)."""
+    raw_items, colon, raw_seconds = text.partition(":")
+    if not raw_items.isdigit():
+        raise argparse.ArgumentTypeError(f"MAX_LINE_ITEMS must be a whole number, got {raw_items!r}")
+    try:
+        seconds = float(raw_seconds) if colon else 0.0
+        return GatewayTimeout(int(raw_items), seconds)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected {GATEWAY_TIMEOUT_FORM}, got {text!r}: {error}") from error
 
 
 # The one fault that takes an argument on the command line: ``status=CODE``.

@@ -16,6 +16,8 @@ DELETE    ``/_simulator/faults``
 PUT       ``/_simulator/clock``       ``{"now": "2024-01-10T06:00:00Z"}`` (null: the wall clock)
 PUT       ``/_simulator/rate-limit``  ``{"rate": 8, "burst": 8, "retry_after": "seconds"}``
 DELETE    ``/_simulator/rate-limit``
+PUT       ``/_simulator/gateway``     ``{"max_line_items": 300, "seconds": 0}`` (seconds optional)
+DELETE    ``/_simulator/gateway``
 POST      ``/_simulator/customers``   ``{"spec": "created_at=2024-01-05T00:00:00Z,contract=no"}``
 ========  ==========================  ==============================================================
 
@@ -44,7 +46,7 @@ from airflow_provider_metronome.testing.arguments import (
 )
 from airflow_provider_metronome.testing.availability import WithheldDays
 from airflow_provider_metronome.testing.data import JsonObject, format_timestamp
-from airflow_provider_metronome.testing.faults import Fault, InjectedFault
+from airflow_provider_metronome.testing.faults import Fault, GatewayTimeout, InjectedFault
 from airflow_provider_metronome.testing.messages import (
     ApiError,
     Request,
@@ -81,6 +83,8 @@ class Steerable(Protocol):
 
     @rate_limit.setter
     def rate_limit(self, value: RateLimit | None) -> None: ...
+
+    gateway_timeout: GatewayTimeout | None
 
     @property
     def withheld_days(self) -> WithheldDays: ...
@@ -172,6 +176,7 @@ def status(simulator: Steerable) -> JsonObject:
         },
         "faults": [_fault(injected) for injected in simulator.faults],
         "rate_limit": _rate_limit(simulator.rate_limit),
+        "gateway_timeout": _gateway(simulator.gateway_timeout),
         "customers": {
             "active": len(simulator.active_customer_ids),
             "archived": len(simulator.archived_customer_ids),
@@ -347,6 +352,22 @@ def _remove_rate_limit(simulator: Steerable, body: Body) -> Answer:
     return 200, status(simulator)
 
 
+def _set_gateway(simulator: Steerable, body: Body) -> Answer:
+    limit, seconds = _number(body, "max_line_items"), _number(body, "seconds")
+    if limit is None or not limit.is_integer():
+        raise ApiError(
+            400, "max_line_items is required: the most line items one breakdowns request may cover"
+        )
+    with _refusals():
+        simulator.gateway_timeout = GatewayTimeout(int(limit), seconds or 0.0)
+    return 200, status(simulator)
+
+
+def _remove_gateway(simulator: Steerable, body: Body) -> Answer:
+    simulator.gateway_timeout = None
+    return 200, status(simulator)
+
+
 def _add_customer(simulator: Steerable, body: Body) -> Answer:
     spec = _parsed(customer_spec, "spec", body, "of comma-separated key=value, created_at=... required")
     customer_id = simulator.add_customer(**dataclasses.asdict(spec))
@@ -364,6 +385,8 @@ _ACTIONS: dict[tuple[str, str], _Action] = {
         _set_rate_limit, ("rate", "burst", "retry_after"), '{"rate": 8, "burst": 8, "retry_after": "none"}'
     ),
     ("DELETE", "rate-limit"): _Action(_remove_rate_limit),
+    ("PUT", "gateway"): _Action(_set_gateway, ("max_line_items", "seconds"), '{"max_line_items": 300}'),
+    ("DELETE", "gateway"): _Action(_remove_gateway),
     ("POST", "customers"): _Action(_add_customer, ("spec",), '{"spec": "created_at=2024-01-05T00:00:00Z"}'),
 }
 
@@ -390,3 +413,7 @@ def _rate_limit(limit: RateLimit | None) -> JsonObject | None:
         return None
     retry_after = next(name for name, style in RETRY_AFTER.items() if style == limit.retry_after)
     return {"rate": limit.rate, "burst": limit.capacity, "retry_after": retry_after}
+
+
+def _gateway(gateway: GatewayTimeout | None) -> JsonObject | None:
+    return None if gateway is None else {"max_line_items": gateway.max_line_items, "seconds": gateway.seconds}

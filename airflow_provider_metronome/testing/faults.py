@@ -10,7 +10,7 @@ import copy
 import math
 import random
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Literal, TypeVar, get_args
@@ -33,6 +33,8 @@ from airflow_provider_metronome.testing.values import WrongType
 OUT_OF_RANGE_DAY = date(2019, 1, 1)
 # Fault.redirect sends clients here: same port, another loopback address, so a different host.
 REDIRECT_HOST = "127.0.0.2"
+# What Metronome's OpenAPI documents for the breakdowns endpoint's gateway.
+GATEWAY_TIMEOUT_MILLIS = 59_000
 
 FaultKind = Literal[
     "status",
@@ -58,6 +60,7 @@ FaultKind = Literal[
     "foreign_customer",
     "html_body",
     "empty_body",
+    "hold_page",
 ]
 # These alter a successful list page, so they only fire on requests that would produce one.
 LIST_PAGE_FAULTS: frozenset[FaultKind] = frozenset({"empty_page", "repeating_cursor", "endless_cursor"})
@@ -78,7 +81,9 @@ WINDOW_PAGE_FAULTS: frozenset[FaultKind] = frozenset(
         "foreign_customer",
     }
 )
-_PAGE_FAULTS = LIST_PAGE_FAULTS | CUSTOMER_PAGE_FAULTS | WINDOW_PAGE_FAULTS
+# This one holds a follow-up page (a request with a cursor) back, then lets it be answered as usual.
+HOLD_FAULTS: frozenset[FaultKind] = frozenset({"hold_page"})
+_PAGE_FAULTS = LIST_PAGE_FAULTS | CUSTOMER_PAGE_FAULTS | WINDOW_PAGE_FAULTS | HOLD_FAULTS
 # The rest fire before authentication and routing, as a proxy or a network would.
 TRANSPORT_FAULTS: frozenset[FaultKind] = frozenset(get_args(FaultKind)) - _PAGE_FAULTS
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -122,6 +127,8 @@ class Fault:
     """The number texts ``exact_numbers`` writes, in turn."""
     value_type: WrongType | None = None
     """What ``wrong_type`` writes instead of a number."""
+    awaited: str = ""
+    """The path substring of the request ``hold_page`` waits for."""
 
     @classmethod
     def status(cls, code: int, headers: Mapping[str, str] | None = None, message: str | None = None) -> Fault:
@@ -318,6 +325,63 @@ class Fault:
     def empty_body(cls) -> Fault:
         """Answer 200 with ``Content-Type: application/json`` and an empty body."""
         return cls("empty_body")
+
+    @classmethod
+    def hold_page(cls, until: str, seconds: float = 10.0) -> Fault:
+        """Hold back a follow-up list page until a request whose path contains ``until`` arrives.
+
+        Waits for a request with a ``next_page`` cursor (the first page passes untouched), keeps its
+        answer until such a request has arrived (at once if one did already) or ``seconds`` have passed,
+        then answers it as usual. The request log then shows whether the client sent the awaited request
+        while the page was held (:attr:`RequestRecord.arrived_before_answer`).
+        """
+        if not until:
+            raise ValueError("until must name the path of the request to wait for")
+        if not 0 < seconds < math.inf:
+            raise ValueError("seconds must be positive and finite")
+        return cls("hold_page", seconds=seconds, awaited=until)
+
+
+@dataclass(frozen=True)
+class GatewayTimeout:
+    """The breakdowns endpoint's gateway timeout, as a cost model: too much work for one request is a 504.
+
+    Metronome's gateway gives up on a breakdowns request after 59 s (``x-gateway-timeout-millis:
+    59000``); how long a request takes grows with the days and the invoices it asks for. Here a request
+    whose range holds more than ``max_line_items`` line items, over every invoice of every window of
+    its ``[starting_on, ending_before)`` (each of its pages alike: the range is computed whole), waits
+    ``seconds`` and answers 504 with that header. A client whose read timeout is shorter than
+    ``seconds`` sees a timeout instead.
+
+    :param max_line_items: The most line items one request may cover and still be answered.
+    :param seconds: How long the gateway waits before its 504.
+    """
+
+    max_line_items: int
+    seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.max_line_items < 0:
+            raise ValueError(f"max_line_items must be at least 0, got {self.max_line_items}")
+        if not 0 <= self.seconds < math.inf:
+            raise ValueError(f"seconds must be 0 or more and finite, got {self.seconds}")
+
+    def times_out(self, invoices: Iterable[list[JsonObject]]) -> bool:
+        """Whether a request over windows holding ``invoices`` (one list per window) takes too long."""
+        covered = 0
+        for window in invoices:
+            covered += sum(len(invoice.get("line_items", ())) for invoice in window)
+            if covered > self.max_line_items:
+                return True
+        return False
+
+    def response(self) -> Response:
+        """The gateway's answer, after its wait."""
+        return json_response(
+            504,
+            {"message": "Gateway Timeout: the request took longer than the gateway allows"},
+            (("x-gateway-timeout-millis", str(GATEWAY_TIMEOUT_MILLIS)),),
+        )
 
 
 def transport_response(fault: Fault, target: str, redirect_origin: str) -> Response:

@@ -36,6 +36,9 @@ class RequestRecord:
     fault: FaultKind | None = None
     """The transport fault that answered it or shaped its answer (``status``, ``drop``, ``html_body``,
     ``slow``...), if any; page and window faults are not noted."""
+    arrived_before_answer: int | None = None
+    """How many requests of the log had arrived, this one included, when its answer was made (None: not
+    answered yet): a request at a lower index arrived while this one was being handled or before."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,8 @@ class RequestLog:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        # Woken by every arrival, for requests held until another one comes (Fault.hold_page).
+        self._arrival = threading.Condition(self._lock)
         self._records: list[RequestRecord] = []
         self._generation = 0
         self._in_flight = 0
@@ -122,7 +127,15 @@ class RequestLog:
                     self._in_flight,
                 )
             )
+            self._arrival.notify_all()
             return self._generation, len(self._records) - 1
+
+    def wait_for(self, path_substring: str, timeout: float) -> bool:
+        """Wait until a logged request's path contains ``path_substring``, at most ``timeout`` s; True if one did."""
+        with self._arrival:
+            return self._arrival.wait_for(
+                lambda: any(path_substring in record.path for record in self._records), timeout
+            )
 
     def end(self, slot: LogSlot, response: Response | None, fault: FaultKind | None) -> None:
         """Count the request out of flight and note its answer (None: it failed before one was made).
@@ -137,7 +150,11 @@ class RequestLog:
                 return
             status = None if response.drop else response.status
             self._records[index] = replace(
-                self._records[index], status=status, throttled=response.throttled, fault=fault
+                self._records[index],
+                status=status,
+                throttled=response.throttled,
+                fault=fault,
+                arrived_before_answer=len(self._records),
             )
             self.throttled_count += response.throttled
 

@@ -10,6 +10,7 @@ import base64
 import hashlib
 import json
 import re
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from airflow_provider_metronome.testing.faults import (
     WINDOW_PAGE_FAULTS,
     Fault,
     FaultRegistry,
+    GatewayTimeout,
     WindowedQuery,
 )
 from airflow_provider_metronome.testing.messages import DIGITS, ApiError, Incoming, Response, json_response
@@ -71,6 +73,8 @@ class Context:
     max_hour_windows_per_page: int
     insert_customer: Callable[[CustomerSpec], Account]
     """Adds a customer that lists before the others created with it (for Fault.insert_customer)."""
+    gateway_timeout: GatewayTimeout | None = None
+    """The breakdowns endpoint's gateway timeout (None: every request is answered)."""
 
 
 @dataclass(frozen=True)
@@ -443,6 +447,11 @@ def _list_breakdowns(context: Context, path: str, query: _Query, customer_id: st
     def window_items(start: datetime) -> list[JsonObject]:
         # Unfiltered, so an out-of-range window always shows up with at least one invoice.
         return data.window_invoices(customer_id, start, size, status=invoice_status(start, now))
+
+    gateway = context.gateway_timeout
+    if gateway is not None and gateway.times_out(invoices_at(index) for index in range(len(windows))):
+        time.sleep(gateway.seconds)
+        return gateway.response()
 
     # A page spans at most 35 daily (24 hourly) windows whatever ``limit`` says, as documented.
     max_windows = context.max_hour_windows_per_page if size == "hour" else context.max_day_windows_per_page

@@ -44,12 +44,15 @@ from airflow_provider_metronome.testing.data import (
 )
 from airflow_provider_metronome.testing.data import window_start as start_of_window
 from airflow_provider_metronome.testing.faults import (
+    GATEWAY_TIMEOUT_MILLIS,
+    HOLD_FAULTS,
     OUT_OF_RANGE_DAY,
     REDIRECT_HOST,
     TRANSPORT_FAULTS,
     Fault,
     FaultKind,
     FaultRegistry,
+    GatewayTimeout,
     InjectedFault,
     transport_response,
 )
@@ -94,6 +97,7 @@ __all__ = [
     "BODY_PATHS_KEPT",
     "CONNECTION_THREAD_PREFIX",
     "DEFAULT_TOKEN",
+    "GATEWAY_TIMEOUT_MILLIS",
     "MAX_DAY_WINDOWS_PER_PAGE",
     "MAX_DISCARDED_BODY",
     "MAX_FILTER_VALUES",
@@ -106,6 +110,7 @@ __all__ = [
     "Collector",
     "Fault",
     "FaultKind",
+    "GatewayTimeout",
     "InjectedFault",
     "MetronomeSimulator",
     "Page",
@@ -152,8 +157,11 @@ class MetronomeSimulator:
         extra_tokens: More accepted bearer tokens, each with its own rate-limit budget (same data).
         rate_limit: A token bucket per API token; None (the default) serves everything.
         tls: Serve HTTPS with a certificate made at :meth:`start`; trust :attr:`certificate_path`.
+        gateway_timeout: The breakdowns endpoint's gateway timeout, a cost model of the days and line
+            items one request asks for (:class:`GatewayTimeout`); None (the default) answers every request.
 
-    ``latency``, ``availability_delay``, ``now``, ``default_page_size``, ``rate_limit`` and the breakdown
+    ``latency``, ``availability_delay``, ``now``, ``default_page_size``, ``rate_limit``,
+    ``gateway_timeout`` and the breakdown
     page spans ``max_day_windows_per_page`` (35) and ``max_hour_windows_per_page`` (24) may be changed,
     and customers added, while running; the control endpoint (``/_simulator/``, same token) does the
     same from another process.
@@ -177,6 +185,7 @@ class MetronomeSimulator:
         extra_tokens: Collection[str] = (),
         rate_limit: RateLimit | None = None,
         tls: bool = False,
+        gateway_timeout: GatewayTimeout | None = None,
     ) -> None:
         if not 1 <= default_page_size <= MAX_LIMIT:
             raise ValueError(f"default_page_size must be between 1 and {MAX_LIMIT}")
@@ -185,6 +194,7 @@ class MetronomeSimulator:
         self.host = host
         self.tls = tls
         self.latency = latency
+        self.gateway_timeout = gateway_timeout
         self.default_page_size = default_page_size
         self.max_day_windows_per_page = MAX_DAY_WINDOWS_PER_PAGE
         self.max_hour_windows_per_page = MAX_HOUR_WINDOWS_PER_PAGE
@@ -553,6 +563,8 @@ class MetronomeSimulator:
         - Window faults (nan_body, duplicate_window, out_of_range_window, exact_numbers, wrong_type,
           duplicate_key, odd_text, foreign_customer) fire only on successful costs and breakdowns pages
           with data, and only once the page has what they alter (a number, a line item, an invoice).
+        - ``hold_page`` fires only on follow-up list pages (a request with ``next_page``): it holds the
+          answer back until the request it waits for arrives.
 
         A fault waiting for its kind of request lets every other request pass untouched, and draws
         nothing for it. Faults are tried in the order injected: one that does not fire (or waits)
@@ -644,6 +656,11 @@ class MetronomeSimulator:
             return transport_response(fault, incoming.target, origin), fault.kind
         if fault is not None and fault.kind == "slow":
             time.sleep(fault.seconds)
+        held = self._faults.apply(
+            incoming.path, HOLD_FAULTS, lambda hold: hold if incoming.query.get("next_page") else None
+        )
+        if held is not None:
+            self._log.wait_for(held.awaited, held.seconds)
         try:
             # Built only now, so a request reads the data and settings of when it is answered.
             response = answer(self._context(), incoming)
@@ -665,4 +682,5 @@ class MetronomeSimulator:
             max_day_windows_per_page=self.max_day_windows_per_page,
             max_hour_windows_per_page=self.max_hour_windows_per_page,
             insert_customer=self._insert_first,
+            gateway_timeout=self.gateway_timeout,
         )

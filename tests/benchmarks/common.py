@@ -65,6 +65,22 @@ def run_child(module: str, args: Sequence[str], env: dict[str, str], cwd: Path =
     return result
 
 
+def package_at(commit: str, folder: Path) -> Path:
+    """``folder`` holding the package as it was at ``commit``, unpacked from git (nothing else is touched).
+
+    Run a child with ``cwd=folder`` to import that version (see :func:`run_child`).
+    """
+    folder.mkdir()
+    archive = subprocess.run(
+        ["git", "archive", commit, "airflow_provider_metronome"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    return folder
+
+
 def emit(result: dict[str, Any]) -> None:
     """A child's result: one JSON line on stdout."""
     print(json.dumps(result), flush=True)

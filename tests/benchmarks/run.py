@@ -17,7 +17,11 @@ test run. It starts the project's simulator in a separate process and measures:
    requests against the minimum and records against the simulator's model
    (:mod:`tests.benchmarks.real_account`);
 9. ordinary turbulence: 503s and HTML pages under a rate limit, ten seeded runs against their floor
-   and a calm run's bytes (:mod:`tests.benchmarks.turbulence`; ``--turbulence-runs`` for fewer).
+   and a calm run's bytes (:mod:`tests.benchmarks.turbulence`; ``--turbulence-runs`` for fewer);
+10. a 100-day breakdowns window against the simulator's gateway timeout, before and after windows are
+    split (:mod:`tests.benchmarks.gateway`);
+11. the unthrottled all-customers fetch at 20 and 50 ms, before and after fetching while listing,
+    beside a plain ``requests`` thread pool (:mod:`tests.benchmarks.listing`).
 
 Progress goes to stderr; the results go to stdout as markdown. ``--only`` runs some parts; the targets
 of parts not run are left out. The exit status is 1 when a target is missed.
@@ -59,7 +63,9 @@ from typing import Any  # noqa: E402
 # cpu_page is imported where it is used: it imports the provider (and Airflow), which the runner itself
 # does not need (and the page's unit tests should not pay for).
 from tests.benchmarks import (  # noqa: E402
+    gateway,
     import_cost,
+    listing,
     memory_child,
     parquet_output,
     rate_limit,
@@ -99,6 +105,8 @@ PARTS = (
     "realaccount",
     "turbulence",
     "parquet",
+    "gateway",
+    "listing",
 )
 
 
@@ -690,6 +698,11 @@ def cpu_part() -> tuple[list[str], list[Target]]:
     return cpu_section(cpu_page.measure())
 
 
+def _targeted(result: tuple[list[str], list[tuple[str, str, bool]]]) -> tuple[list[str], list[Target]]:
+    lines, found = result
+    return lines, [Target(*target) for target in found]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -733,10 +746,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         lines, found = request_cpu.run()
         return lines, [Target(*target) for target in found]
 
-    def realaccount() -> tuple[list[str], list[Target]]:
-        lines, found = real_account.run()
-        return lines, [Target(*target) for target in found]
-
     def turbulent() -> tuple[list[str], list[Target]]:
         lines, found = turbulence.run(args.turbulence_runs)
         return lines, [Target(*target) for target in found]
@@ -750,9 +759,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     part("budgetlimited", budget_limited)
     part("ratelimit", ratelimit)
     part("requestcpu", requestcpu)
-    part("realaccount", realaccount)
+    part("realaccount", lambda: _targeted(real_account.run()))
     part("turbulence", turbulent)
     part("parquet", lambda: parquet_output.run(progress, Target))
+    part("gateway", lambda: _targeted(gateway.run()))
+    part("listing", lambda: _targeted(listing.run()))
     progress(f"done in {time.monotonic() - started:.0f} s")
 
     report = [header(), targets_table(targets), *sections]

@@ -3,7 +3,7 @@
 ``python -m tests.benchmarks.simulator_process --customers 1000 --latency-ms 50`` prints one JSON line
 with the URL, then answers commands on stdin, one per line, each with one JSON line on stdout:
 
-- ``stats``: requests received since the last reset, by endpoint, the 429s of the rate limit, the
+- ``stats``: requests received since the last reset, by endpoint and by status, the 429s of the rate limit, the
   answers of each injected transport fault, and the most handled at once;
 - ``reset``: forget the logged requests;
 - ``customers``: the active customer ids, in listing order (without a request, so outside any rate limit);
@@ -13,7 +13,7 @@ with the URL, then answers commands on stdin, one per line, each with one JSON l
 
 It stops when stdin closes. Unlike ``python -m airflow_provider_metronome.testing``, it sets the size
 of line-item breakdowns and the number of UNIQUE-metric customers, and reports the exact request count.
-``--customer`` and ``--fault`` take the forms of that command line.
+``--customer``, ``--fault`` and ``--gateway-timeout`` take the forms of that command line.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from typing import Any
 from airflow_provider_metronome.testing import DEFAULT_TOKEN, MetronomeSimulator, RateLimit
 from airflow_provider_metronome.testing.__main__ import FAULT_FORM, customer_spec, fault_argument
 from airflow_provider_metronome.testing.accounts import BilledSource
+from airflow_provider_metronome.testing.arguments import GATEWAY_TIMEOUT_FORM, gateway_timeout
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FROZEN_NOW = "2024-02-01T00:00:00+00:00"
@@ -50,6 +51,7 @@ def _stats(sim: MetronomeSimulator) -> dict[str, Any]:
     return {
         "requests": len(records),
         "by_endpoint": dict(Counter(_endpoint(record.path) for record in records)),
+        "by_status": dict(Counter(str(record.status) for record in records if record.status is not None)),
         "unauthorized": sum(not record.authorized for record in records),
         "throttled": sim.throttled_count,
         "faults": dict(Counter(record.fault for record in records if record.fault is not None)),
@@ -103,6 +105,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--fault", type=fault_argument, action="append", default=[], metavar=FAULT_FORM, help="inject a fault"
     )
+    parser.add_argument(
+        "--gateway-timeout", type=gateway_timeout, metavar=GATEWAY_TIMEOUT_FORM, help="the breakdowns gateway"
+    )
     return parser
 
 
@@ -116,6 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         latency=args.latency_ms / 1000,
         line_items_per_credit_type=args.line_items,
         now=dt.datetime.fromisoformat(FROZEN_NOW),
+        gateway_timeout=args.gateway_timeout,
     )
     for spec in args.customer:
         sim.add_customer(**dataclasses.asdict(spec))
