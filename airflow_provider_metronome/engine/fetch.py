@@ -326,6 +326,9 @@ class _Prefetch(Generic[ResultT]):
 
     Results that finish while the listing is read go to a :class:`_ResultSpool`; those still running
     when it ends stay with their future. :meth:`take` hands either out when the customer's turn comes.
+    A fetch that raised keeps its future too: its error is raised at the customer's turn, as without
+    prefetching, so a listing that fails reports its own error, and a customer the final listing
+    drops (archived before the window) cannot fail the run.
     """
 
     def __init__(self, fetch: Callable[[str], Future[CustomerResult[ResultT]]], limit: int) -> None:
@@ -337,15 +340,13 @@ class _Prefetch(Generic[ResultT]):
         self._running: dict[str, Future[CustomerResult[ResultT]]] = {}
         self._spool: _ResultSpool[ResultT] = _ResultSpool()
         self._listing = True
-        self._error: BaseException | None = None
+        self._failed: dict[str, Future[CustomerResult[ResultT]]] = {}
 
     def read(self, listing: CustomerListing) -> None:
-        """Read the listing to its end, fetching its customers meanwhile; raises a customer's error at once."""
+        """Read the listing to its end, fetching its customers meanwhile."""
         try:
             for customer_id in listing:
                 with self._lock:
-                    if self._error is not None:
-                        raise self._error
                     if len(self._running) < self._limit:
                         self._start(customer_id)
                     else:
@@ -355,13 +356,11 @@ class _Prefetch(Generic[ResultT]):
                 # The rest are fetched in the final order; the running ones are taken from their futures.
                 self._listing = False
                 self._waiting.clear()
-        if self._error is not None:
-            raise self._error
 
     def take(self, customer_id: str) -> Future[CustomerResult[ResultT]] | None:
         """The customer's result (or its running fetch), or None when it was not fetched early."""
         with self._lock:
-            running = self._running.pop(customer_id, None)
+            running = self._running.pop(customer_id, None) or self._failed.pop(customer_id, None)
         if running is not None:
             return running
         result = self._spool.take(customer_id)
@@ -384,11 +383,10 @@ class _Prefetch(Generic[ResultT]):
             if not self._listing or future.cancelled():
                 return
             del self._running[customer_id]
-            error = future.exception()
-            if error is not None:
-                self._error = self._error or error
-                return
-            self._spool.put(future.result())
+            if future.exception() is not None:
+                self._failed[customer_id] = future
+            else:
+                self._spool.put(future.result())
             while self._waiting and len(self._running) < self._limit:
                 self._start(self._waiting.popleft())
 
