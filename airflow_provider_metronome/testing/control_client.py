@@ -50,6 +50,21 @@ def _rate_limit(args: argparse.Namespace) -> ControlRequest:
     return "PUT", "rate-limit", body
 
 
+def _gateway(args: argparse.Namespace) -> ControlRequest:
+    if args.max_line_items == "off":
+        return "DELETE", "gateway", None
+    return "PUT", "gateway", {"max_line_items": args.max_line_items, "seconds": args.seconds}
+
+
+def _line_items(text: str) -> int | str:
+    if text == "off":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of line items or off") from None
+
+
 def _clock(args: argparse.Namespace) -> ControlRequest:
     return "PUT", "clock", {"now": None if args.now == "wall" else args.now}
 
@@ -113,6 +128,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     rate_limit.set_defaults(request=_rate_limit)
 
+    gateway = commands.add_parser(
+        "gateway", help="answer 504 to breakdowns requests of more line items than a limit, or stop"
+    )
+    gateway.add_argument(
+        "max_line_items", type=_line_items, metavar="MAX_LINE_ITEMS|off", help="the limit, or off"
+    )
+    gateway.add_argument("--seconds", type=float, default=0.0, help="wait before the 504 (default: 0)")
+    gateway.set_defaults(request=_gateway)
+
     customer = commands.add_parser("customer", help="add a customer, written as --customer is when starting")
     customer.add_argument("spec", metavar="SPEC", help="e.g. created_at=2024-01-05T00:00:00Z,contract=no")
     customer.set_defaults(request=lambda args: ("POST", "customers", {"spec": args.spec}))
@@ -132,6 +156,8 @@ def _checked(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Contr
         and (args.burst is not None or args.retry_after != "none")
     ):
         parser.error("rate-limit off takes no --burst or --retry-after")
+    if args.command == "gateway" and args.max_line_items == "off" and args.seconds:
+        parser.error("gateway off takes no --seconds")
     request: ControlRequest = args.request(args)
     return request
 

@@ -504,6 +504,13 @@ def test_the_client_steers_a_simulator_started_from_the_command_line(tmp_path: P
         assert ok(client(url, "rate-limit", "off", token="rehearsal"))["rate_limit"] is None
         assert v1_with(url, "rehearsal", "/v1/customers").status_code == 200
 
+        gateway = ok(client(url, "gateway", "2", "--seconds", "0", token="rehearsal"))["gateway_timeout"]
+        assert gateway == {"max_line_items": 2, "seconds": 0.0}
+        breakdowns = f"/v1/customers/{customer_id}/invoices/breakdowns"
+        assert v1_with(url, "rehearsal", breakdowns, **WEEK).status_code == 504
+        assert ok(client(url, "gateway", "off", token="rehearsal"))["gateway_timeout"] is None
+        assert v1_with(url, "rehearsal", breakdowns, **WEEK).status_code == 200
+
         added = ok(client(url, "customer", "created_at=2024-01-01T00:00:00Z,plan=no", token="rehearsal"))
         listed = v1_with(url, "rehearsal", "/v1/customers", limit=100).json()["data"]
         assert added["id"] in [customer["id"] for customer in listed]
