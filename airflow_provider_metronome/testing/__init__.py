@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from airflow_provider_metronome.testing.simulator import (
     DEFAULT_TOKEN,
+    EVERY_CUSTOMER,
     Fault,
     MetronomeSimulator,
     RateLimit,
@@ -14,4 +15,12 @@ from airflow_provider_metronome.testing.simulator import (
     RetryAfter,
 )
 
-__all__ = ["DEFAULT_TOKEN", "Fault", "MetronomeSimulator", "RateLimit", "RequestRecord", "RetryAfter"]
+__all__ = [
+    "DEFAULT_TOKEN",
+    "EVERY_CUSTOMER",
+    "Fault",
+    "MetronomeSimulator",
+    "RateLimit",
+    "RequestRecord",
+    "RetryAfter",
+]

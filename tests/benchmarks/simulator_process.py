@@ -33,6 +33,7 @@ from typing import Any
 from airflow_provider_metronome.testing import DEFAULT_TOKEN, MetronomeSimulator, RateLimit
 from airflow_provider_metronome.testing.__main__ import FAULT_FORM, customer_spec, fault_argument
 from airflow_provider_metronome.testing.accounts import BilledSource
+from airflow_provider_metronome.testing.arguments import CUSTOMER_RATE_LIMIT_FORM, customer_rate_limit
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FROZEN_NOW = "2024-02-01T00:00:00+00:00"
@@ -98,6 +99,14 @@ def _parser() -> argparse.ArgumentParser:
         "--retry-after", choices=("seconds", "ms"), help="what a 429 carries; default nothing"
     )
     parser.add_argument(
+        "--customer-rate-limit",
+        type=customer_rate_limit,
+        action="append",
+        default=[],
+        metavar=CUSTOMER_RATE_LIMIT_FORM,
+        help="a customer's own limit (repeatable), as the simulator's command line takes it",
+    )
+    parser.add_argument(
         "--customer", type=customer_spec, action="append", default=[], metavar="SPEC", help="add a customer"
     )
     parser.add_argument(
@@ -109,8 +118,13 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     rate_limit = None if args.rate_limit is None else RateLimit(args.rate_limit, retry_after=args.retry_after)
+    customer_limits = {
+        limit.customer_id: RateLimit(limit.rate, limit.burst, args.retry_after)
+        for limit in args.customer_rate_limit
+    }
     sim = MetronomeSimulator(
         rate_limit=rate_limit,
+        customer_rate_limits=customer_limits,
         customers=args.customers,
         unique_metric_customers=args.unique_metric_customers,
         latency=args.latency_ms / 1000,
