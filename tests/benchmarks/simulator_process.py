@@ -88,6 +88,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--line-items", type=int, default=4, help="line items per credit type")
     parser.add_argument("--unique-metric-customers", type=int, default=0)
     parser.add_argument(
+        "--day-windows-per-page", type=int, help="daily windows per breakdowns page (default: 35)"
+    )
+    parser.add_argument(
         "--warm-day",
         type=dt.date.fromisoformat,
         action="append",
@@ -131,6 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         line_items_per_credit_type=args.line_items,
         now=dt.datetime.fromisoformat(FROZEN_NOW),
     )
+    if args.day_windows_per_page is not None:
+        sim.max_day_windows_per_page = args.day_windows_per_page
     for spec in args.customer:
         sim.add_customer(**dataclasses.asdict(spec))
     for injected in args.fault:

@@ -135,8 +135,10 @@ def test_unknown_budget_goes_back_to_unpaced_after_long_success() -> None:
     rate.on_success()
     rate.on_throttled(rate.acquire(), requested_wait=None)
     assert rate.snapshot().rate is not None
+    throttled_at = clock.now
 
-    for _ in range(2000):
+    # Growth is per second of successes, not per success: two minutes of them, however many.
+    while clock.now - throttled_at < 120 and rate.snapshot().rate is not None:
         rate.acquire()
         rate.on_success()
 
