@@ -27,6 +27,11 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 
 CUT_FACTOR = 0.9
+# Throttled at less than this share of the rate it was throttled at the time before, a process is
+# losing ground to another one that takes a bigger share...
+LOSING_BELOW = 0.95
+# ...and is cut deeper, coming back to a little less than before: the bigger share yields sooner.
+LOSING_CUT_FACTOR = 0.75
 # One request every two seconds: lower, a budget that frees up again takes minutes to regain.
 MIN_RATE = 0.5
 # After a cut the rate regrows to the rate it was throttled at in this many seconds of successes,
@@ -40,7 +45,7 @@ REGROW_SECONDS = 6.0
 PROBE_ACCELERATION = 0.4
 # Every second of successes adds this many requests/s besides, the same for every process: the
 # additive increase that makes unequal shares converge (cuts are in proportion to the rate).
-ADDITIVE_STEP = 0.05
+ADDITIVE_STEP = 0.15
 # A pause between successes (an idle account) counts at most this long towards regrowing.
 MAX_GROWTH_STEP = 1.0
 # Far above any rate a limit was seen at, pacing is pointless: go back to sending freely.
@@ -48,6 +53,9 @@ UNPACED_ABOVE = 1000.0
 # Successes over this many seconds tell the rate the account actually grants.
 MEASURE_SECONDS = 5.0
 MAX_PAUSE = 8.0
+# A pause of its own (no Retry-After) doubles up to this: longer, a process sharing the budget with
+# others hands them its share while it waits, and the cut rate already keeps the rest away.
+MAX_BACKOFF_PAUSE = 0.5
 # A customer's first 429 of its own limit holds its requests back this long (then doubling).
 CUSTOMER_FIRST_BACKOFF = 0.25
 # Each success of a held-back customer shrinks its spacing by this factor.
@@ -263,8 +271,11 @@ class RateController:
                 self._streak += 1
                 self._cut(now)
             interval = 1.0 / self._rate if self._rate else 0.0
-            pause = requested_wait if requested_wait is not None else interval * 2 ** (self._streak - 1)
-            self._paused_until = max(self._paused_until, now + min(pause, MAX_PAUSE))
+            if requested_wait is not None:
+                pause = min(requested_wait, MAX_PAUSE)
+            else:
+                pause = min(interval * 2 ** (self._streak - 1), MAX_BACKOFF_PAUSE)
+            self._paused_until = max(self._paused_until, now + pause)
 
     def seconds_without_success(self, since: float, customer: str | None = None) -> float:
         """Seconds since the last success of any sender, or since ``since`` if that is later.
@@ -280,16 +291,18 @@ class RateController:
         self._forget_before(now - MEASURE_SECONDS)
         sent = _per_second(self._sent, now)
         current = self._rate if self._rate is not None else sent
-        # Successes tell the budget once they span a second; before that, a burst is no measure.
-        measured = bool(self._successes) and now - self._successes[0] >= 1.0
-        estimate = _per_second(self._successes, now) if measured else current
+        # Successes per second of sending tell what the budget grants once a second has been sent;
+        # before that, a burst is no measure. Counted from the first request sent, so that a process
+        # the others leave little of the budget learns it in one cut.
+        measured = bool(self._sent) and now - self._sent[0] >= 1.0
+        estimate = _per_second(self._successes, now, self._sent[0]) if measured else current
         throttled_at = max(min(current, estimate), MIN_RATE)
         # Throttled lower than last time, another sender is taking a bigger share: come back to a
         # little less than this time, leaving it room (TCP CUBIC's fast convergence).
-        losing = throttled_at < self._throttled_at_rate
+        losing = throttled_at < self._throttled_at_rate * LOSING_BELOW
         self._plateau = throttled_at * (1 + CUT_FACTOR) / 2 if losing else throttled_at
         self._throttled_at_rate = throttled_at
-        rate = max(throttled_at * CUT_FACTOR, MIN_RATE)
+        rate = max(throttled_at * (LOSING_CUT_FACTOR if losing else CUT_FACTOR), MIN_RATE)
         self._rate = self._cut_to = min(rate, self.max_rate) if self.max_rate is not None else rate
         self._plateau = max(self._plateau, self._cut_to)
         self._grown_for = 0.0
@@ -302,11 +315,12 @@ class RateController:
                 times.popleft()
 
 
-def _per_second(times: deque[float], now: float) -> float:
-    """Events per second over the span they cover (at least one second, so a burst is not a rate)."""
+def _per_second(times: deque[float], now: float, since: float | None = None) -> float:
+    """Events per second since ``since`` (default: the first of them), over at least one second."""
     if not times:
         return 0.0
-    return len(times) / min(max(now - times[0], 1.0), MEASURE_SECONDS)
+    start = times[0] if since is None else since
+    return len(times) / min(max(now - start, 1.0), MEASURE_SECONDS)
 
 
 _registry: dict[tuple[str, str], RateController] = {}

@@ -19,6 +19,9 @@ test run. It starts the project's simulator in a separate process and measures:
 9. ordinary turbulence: 503s and HTML pages under a rate limit, ten seeded runs against their floor
    and a calm run's bytes (:mod:`tests.benchmarks.turbulence`; ``--turbulence-runs`` for fewer).
 
+Also Parquet against JSON Lines (:mod:`tests.benchmarks.parquet_output`) and one account's budget shared:
+a customer with its own limit, and operator processes at once (:mod:`tests.benchmarks.sharing`).
+
 Progress goes to stderr; the results go to stdout as markdown. ``--only`` runs some parts; the targets
 of parts not run are left out. The exit status is 1 when a target is missed.
 
@@ -66,6 +69,7 @@ from tests.benchmarks import (  # noqa: E402
     real_account,
     request_budget,
     request_cpu,
+    sharing,
     turbulence,
 )
 from tests.benchmarks.common import DAY, PAGE_SIZE, airflow_env, run_child  # noqa: E402
@@ -99,6 +103,7 @@ PARTS = (
     "realaccount",
     "turbulence",
     "parquet",
+    "sharing",
 )
 
 
@@ -690,6 +695,10 @@ def cpu_part() -> tuple[list[str], list[Target]]:
     return cpu_section(cpu_page.measure())
 
 
+def _targets_of(lines: list[str], found: list[tuple[str, str, bool]]) -> tuple[list[str], list[Target]]:
+    return lines, [Target(*target) for target in found]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -753,6 +762,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     part("realaccount", realaccount)
     part("turbulence", turbulent)
     part("parquet", lambda: parquet_output.run(progress, Target))
+    part("sharing", lambda: _targets_of(*sharing.run()))
     progress(f"done in {time.monotonic() - started:.0f} s")
 
     report = [header(), targets_table(targets), *sections]

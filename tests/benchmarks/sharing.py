@@ -198,7 +198,7 @@ def _limited_pair(runs: list[LimitedRun], version: str) -> tuple[LimitedRun, Lim
 
 def section(limited: list[LimitedRun], shared: list[SharedRun]) -> list[str]:
     lines = [
-        "### 12. One account's budget, shared",
+        "### One account's budget, shared",
         "",
         f"{LIMITED_CUSTOMERS} customers, 100 days of invoice breakdowns each ({LIMITED_WINDOWS_PER_PAGE} daily "
         f"windows a page: 11 pages), organisation budget {ACCOUNT_RATE:g} requests/s:",
