@@ -58,8 +58,10 @@ MAX_PAUSE = 8.0
 MAX_BACKOFF_PAUSE = 0.5
 # A customer's first 429 of its own limit holds its requests back this long (then doubling).
 CUSTOMER_FIRST_BACKOFF = 0.25
-# Each success of a held-back customer shrinks its spacing by this factor.
-CUSTOMER_RECOVERY = 0.9
+# A held-back customer's 429 after a success: its spacing becomes this much more than the one that
+# failed; each success shrinks it by the recovery factor, so it keeps close to what its limit allows.
+CUSTOMER_SPACING_MARGIN = 1.1
+CUSTOMER_RECOVERY = 0.99
 # Spaced by less than this, a customer is no longer held back: its backoff is forgotten.
 CUSTOMER_FORGET_BELOW = 0.01
 DEFAULT_GIVE_UP_AFTER = 300.0
@@ -99,8 +101,11 @@ class _CustomerBackoff:
     since: float
     """When it last succeeded (or was first held back)."""
     interval: float = 0.0
-    """The spacing of its request starts, learnt: doubled by each of its 429s, shrunk by its successes."""
+    """The spacing of its request starts, learnt from its 429s, shrunk a little by each success."""
     not_before: float = 0.0
+    started: tuple[float | None, float | None] = (None, None)
+    """When its two latest requests started, the later last."""
+    failed_last: bool = True
 
 
 class RateController:
@@ -196,6 +201,7 @@ class RateController:
                 if backoff is None or now >= backoff.not_before:
                     if backoff is not None:
                         backoff.not_before = now + backoff.interval
+                        backoff.started = (backoff.started[1], now)
                     return
                 wait = backoff.not_before - now
             self._wait(wait, stop)
@@ -242,6 +248,7 @@ class RateController:
         if backoff is None:
             return
         backoff.since = self._clock()
+        backoff.failed_last = False
         backoff.interval *= CUSTOMER_RECOVERY
         # Spaced by no more than a request takes, it is not held back any more: forget it.
         if backoff.interval < CUSTOMER_FORGET_BELOW:
@@ -251,7 +258,8 @@ class RateController:
         """A request sent at ``sent_at`` was answered 429.
 
         With ``customer`` (the customer's own limit answered), only that customer's requests wait: for
-        ``requested_wait``, else for its backoff, doubled by each of its 429s. Otherwise (the
+        ``requested_wait``, else for its backoff: doubled while its 429s follow one another, else a
+        little more than the spacing that failed. Otherwise (the
         account's limit) every sender pauses, and the rate is cut once a round.
         """
         with self._lock:
@@ -259,10 +267,16 @@ class RateController:
             self.throttled += 1
             if customer is not None:
                 backoff = self._customers.setdefault(customer, _CustomerBackoff(since=now))
+                previous, latest = backoff.started
                 if requested_wait is not None:
                     backoff.interval = requested_wait
-                else:
+                elif backoff.failed_last or previous is None or latest is None:
                     backoff.interval = min(max(backoff.interval * 2, CUSTOMER_FIRST_BACKOFF), MAX_PAUSE)
+                else:
+                    # It succeeded, then failed this much later: its limit needs a little more than that.
+                    spacing = max(backoff.interval, latest - previous) * CUSTOMER_SPACING_MARGIN
+                    backoff.interval = min(spacing, MAX_PAUSE)
+                backoff.failed_last = True
                 backoff.not_before = max(backoff.not_before, now + min(backoff.interval, MAX_PAUSE))
                 return
             # Requests already in flight when the rate was cut say nothing about the new rate, nor
