@@ -6,13 +6,18 @@ operator's workers, the sensor's and the trigger's checks) shares one :class:`Ra
 spirit of the AWS SDKs' adaptive retry mode and TCP's AIMD:
 
 - until the first 429 it adds no delay at all;
-- a 429 pauses every sender (for the server's ``Retry-After`` when it gives one, else one request
-  interval, doubling while 429s follow one another) and cuts the rate to 90 % of the rate that
-  actually succeeded over the last seconds (of the rate sent, while there is no second of
-  successes to measure), once per round of requests;
-- each success lets the rate grow: by 5 % while it is well below the rate last throttled or nothing
-  was throttled for a few seconds, else by 1 %, so the controller regains a cut quickly and keeps
-  probing for the budget; it goes back to unpaced once it has grown far past anything throttled;
+- a 429 of the account's limit (``X-Metronome-Rate-Limit-Type: client``, or none) pauses every sender
+  (for the server's ``Retry-After`` when it gives one, else one request interval, doubling while rounds
+  of 429s follow one another, briefly) and cuts the rate to 90 % of the rate that actually succeeded per
+  second of sending over the last seconds (75 % when that is clearly less than the time before: another
+  process is taking a bigger share), once per round of requests;
+- a 429 of a customer's own limit (``customer``) holds back that customer's requests alone, spaced by
+  what its limit was seen to allow; the account's pace and rate stay as they are;
+- after a cut the rate grows with the seconds of successes, not their number: back to where it was
+  throttled in a few seconds, then on by the same requests/s per second in every process, faster the
+  longer nothing is throttled. Processes sharing a budget therefore converge to equal shares (the
+  cuts are in proportion, the growth is not) and take up a share another one leaves within seconds;
+  the controller goes back to unpaced once it has grown far past anything throttled;
 - a known budget (the connection's ``requests_per_second``) is a ceiling it never exceeds.
 """
 
