@@ -15,8 +15,9 @@ spirit of the AWS SDKs' adaptive retry mode and TCP's AIMD:
   what its limit was seen to allow; the account's pace and rate stay as they are;
 - after a cut the rate grows with the seconds of successes, not their number: back to where it was
   throttled in a few seconds, then on by the same requests/s per second in every process, faster the
-  longer nothing is throttled. Processes sharing a budget therefore converge to equal shares (the
-  cuts are in proportion, the growth is not) and take up a share another one leaves within seconds;
+  longer nothing is throttled. Unequal shares of processes sharing a budget therefore move towards
+  each other (the cuts are in proportion, the growth is not), and a share another process leaves is
+  taken up within seconds;
   the controller goes back to unpaced once it has grown far past anything throttled;
 - a known budget (the connection's ``requests_per_second``) is a ceiling it never exceeds.
 """
