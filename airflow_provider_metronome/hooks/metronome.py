@@ -35,6 +35,7 @@ from airflow_provider_metronome.hooks.retry import (
     GATEWAY_TIMEOUT_STATUS,
     RetryPolicy,
     Verdict,
+    customer_limited,
     retries_timeouts,
 )
 from airflow_provider_metronome.hooks.transport import AttemptFailed, QueryValue, new_session, send
@@ -306,8 +307,9 @@ class MetronomeHook(BaseHook):
         policy = self.retry_policy
         first_sent = time.monotonic()
         failures = 0
+        customer = _customer_of(path)
         while True:
-            sent_at = self._wait_for_turn()
+            sent_at = self._wait_for_turn(customer)
             started = time.monotonic()
             try:
                 response = send(
@@ -330,7 +332,7 @@ class MetronomeHook(BaseHook):
             )
             verdict = policy.verdict(response)
             if verdict is Verdict.THROTTLED:
-                self._on_throttled(path, response, sent_at, first_sent)
+                self._on_throttled(path, response, sent_at, first_sent, customer)
                 continue
             if verdict is Verdict.RETRY:
                 failures = self._count_failure(path, failures, response, f"HTTP {response.status_code}")
@@ -342,7 +344,7 @@ class MetronomeHook(BaseHook):
                 raise error_for_status(
                     response.status_code, message, method="GET", path=path, retried=failures > 0
                 )
-            self.rate_controller.on_success()
+            self.rate_controller.on_success(customer)
             if not read_json:
                 return response, None
             try:
@@ -373,23 +375,35 @@ class MetronomeHook(BaseHook):
             )
         return MetronomeAPIError(cause, status_code=response.status_code, method="GET", path=path)
 
-    def _wait_for_turn(self) -> float:
+    def _wait_for_turn(self, customer: str | None) -> float:
         """Wait for this task's own cap, then for the account's controller; count the attempt."""
         if self._task_cap is not None:
             self._task_cap.acquire()
-        sent_at = self.rate_controller.acquire()
+        sent_at = self.rate_controller.acquire(customer)
         with self._stats_lock:
             self.stats.sent += 1
         return sent_at
 
     def _on_throttled(
-        self, path: str, response: requests.Response, sent_at: float, first_sent: float
+        self, path: str, response: requests.Response, sent_at: float, first_sent: float, customer: str | None
     ) -> None:
         controller = self.rate_controller
-        controller.on_throttled(sent_at, self.retry_policy.requested_wait(response))
+        # A customer's own limit holds back that customer alone; without a customer in the path there
+        # is no one else to hold back, so the account waits.
+        scoped = customer if customer is not None and customer_limited(response) else None
+        controller.on_throttled(sent_at, self.retry_policy.requested_wait(response), scoped)
         with self._stats_lock:
             self.stats.throttled += 1
-        stalled = controller.seconds_without_success(since=first_sent)
+        stalled = controller.seconds_without_success(since=first_sent, customer=scoped)
+        if stalled >= controller.give_up_after and scoped is not None:
+            raise MetronomeRateLimitError(
+                f"the customer's own rate limit answered 429 to every request for it for {stalled:.0f} s "
+                "(X-Metronome-Rate-Limit-Type: customer; other customers are not held back). Fetch it in "
+                "a later run, or raise the connection extra rate_limit_timeout",
+                status_code=response.status_code,
+                method="GET",
+                path=path,
+            )
         if stalled >= controller.give_up_after:
             raise MetronomeRateLimitError(
                 f"the account's rate limit answered 429 to every request for {stalled:.0f} s (no request "
@@ -714,6 +728,14 @@ class MetronomeHook(BaseHook):
             {"starting_on": format_timestamp(start), "ending_before": format_timestamp(end)},
             days,
         )
+
+
+def _customer_of(path: str) -> str | None:
+    """The customer a per-customer path (``/v1/customers/{id}/...``) names, lowercased; None for others."""
+    parts = path.split("/")
+    if len(parts) > 4 and parts[1:3] == ["v1", "customers"] and parts[3]:
+        return parts[3].lower()
+    return None
 
 
 def _connection_name(conn_id: str, host: str | None, *, by_host: bool) -> str:

@@ -6,13 +6,19 @@ operator's workers, the sensor's and the trigger's checks) shares one :class:`Ra
 spirit of the AWS SDKs' adaptive retry mode and TCP's AIMD:
 
 - until the first 429 it adds no delay at all;
-- a 429 pauses every sender (for the server's ``Retry-After`` when it gives one, else one request
-  interval, doubling while 429s follow one another) and cuts the rate to 90 % of the rate that
-  actually succeeded over the last seconds (of the rate sent, while there is no second of
-  successes to measure), once per round of requests;
-- each success lets the rate grow: by 5 % while it is well below the rate last throttled or nothing
-  was throttled for a few seconds, else by 1 %, so the controller regains a cut quickly and keeps
-  probing for the budget; it goes back to unpaced once it has grown far past anything throttled;
+- a 429 of the account's limit (``X-Metronome-Rate-Limit-Type: client``, or none) pauses every sender
+  (for the server's ``Retry-After`` when it gives one, else one request interval, doubling while rounds
+  of 429s follow one another, briefly) and cuts the rate to 90 % of the rate that actually succeeded per
+  second of sending over the last seconds (75 % when that is clearly less than the time before: another
+  process is taking a bigger share), once per round of requests;
+- a 429 of a customer's own limit (``customer``) holds back that customer's requests alone, spaced by
+  what its limit was seen to allow; the account's pace and rate stay as they are;
+- after a cut the rate grows with the seconds of successes, not their number: back to where it was
+  throttled in a few seconds, then on by the same requests/s per second in every process, faster the
+  longer nothing is throttled. Unequal shares of processes sharing a budget therefore move towards
+  each other (the cuts are in proportion, the growth is not), and a share another process leaves is
+  taken up within seconds;
+  the controller goes back to unpaced once it has grown far past anything throttled;
 - a known budget (the connection's ``requests_per_second``) is a ceiling it never exceeds.
 """
 
@@ -27,17 +33,43 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 
 CUT_FACTOR = 0.9
-GROWTH_PER_SUCCESS = 1.01
-RECOVERY_PER_SUCCESS = 1.05
+# Throttled at less than this share of the rate it was throttled at the time before, a process is
+# losing ground to another one that takes a bigger share...
+LOSING_BELOW = 0.95
+# ...and is cut deeper, coming back to a little less than before: the bigger share yields sooner.
+LOSING_CUT_FACTOR = 0.75
 # One request every two seconds: lower, a budget that frees up again takes minutes to regain.
 MIN_RATE = 0.5
-# A rate that has not been throttled for this long grows back at the recovery pace.
-RECOVERY_AFTER = 5.0
+# After a cut the rate regrows to the rate it was throttled at in this many seconds of successes,
+# whatever the rate: every process sharing a budget comes back at the same pace, and probes it again
+# only this rarely, so a few processes together do not turn most of their requests into 429s.
+REGROW_SECONDS = 6.0
+# Past that rate, the probe for more adds this many requests/s per second squared: the same for
+# every process whatever its rate, so that unequal shares converge (a probe in proportion to the rate
+# would keep their ratio), and accelerating, so that a share another process left is taken up within
+# seconds.
+PROBE_ACCELERATION = 0.4
+# Every second of successes adds this many requests/s besides, the same for every process: the
+# additive increase that makes unequal shares converge (cuts are in proportion to the rate).
+ADDITIVE_STEP = 0.15
+# A pause between successes (an idle account) counts at most this long towards regrowing.
+MAX_GROWTH_STEP = 1.0
 # Far above any rate a limit was seen at, pacing is pointless: go back to sending freely.
 UNPACED_ABOVE = 1000.0
 # Successes over this many seconds tell the rate the account actually grants.
 MEASURE_SECONDS = 5.0
 MAX_PAUSE = 8.0
+# A pause of its own (no Retry-After) doubles up to this: longer, a process sharing the budget with
+# others hands them its share while it waits, and the cut rate already keeps the rest away.
+MAX_BACKOFF_PAUSE = 0.5
+# A customer's first 429 of its own limit holds its requests back this long (then doubling).
+CUSTOMER_FIRST_BACKOFF = 0.25
+# A held-back customer's 429 after a success: its spacing becomes this much more than the one that
+# failed; each success shrinks it by the recovery factor, so it keeps close to what its limit allows.
+CUSTOMER_SPACING_MARGIN = 1.1
+CUSTOMER_RECOVERY = 0.99
+# Spaced by less than this, a customer is no longer held back: its backoff is forgotten.
+CUSTOMER_FORGET_BELOW = 0.01
 DEFAULT_GIVE_UP_AFTER = 300.0
 
 
@@ -66,6 +98,20 @@ class RateSnapshot:
 
     rate: float | None
     throttled: int
+
+
+@dataclass
+class _CustomerBackoff:
+    """How one customer's requests wait after its own limit (a customer-scoped 429) answered them."""
+
+    since: float
+    """When it last succeeded (or was first held back)."""
+    interval: float = 0.0
+    """The spacing of its request starts, learnt from its 429s, shrunk a little by each success."""
+    not_before: float = 0.0
+    started: tuple[float | None, float | None] = (None, None)
+    """When its two latest requests started, the later last."""
+    failed_last: bool = True
 
 
 class RateController:
@@ -99,7 +145,13 @@ class RateController:
         self._last_success = clock()
         self._successes: deque[float] = deque()
         self._sent: deque[float] = deque()
+        # The shape of the regrowth since the last cut: from `_cut_to` back to `_plateau`, then beyond.
+        self._cut_to = 0.0
+        self._plateau = 0.0
         self._throttled_at_rate = 0.0
+        self._grown_for = 0.0
+        self._last_growth = 0.0
+        self._customers: dict[str, _CustomerBackoff] = {}
         self.throttled = 0
 
     def configure(self, max_rate: float | None, give_up_after: float) -> None:
@@ -114,12 +166,16 @@ class RateController:
         with self._lock:
             return RateSnapshot(self._rate, self.throttled)
 
-    def acquire(self) -> float:
-        """Block until a request may start; returns the moment it starts (the controller's clock).
+    def acquire(self, customer: str | None = None) -> float:
+        """Block until a request (for ``customer``, if it names one) may start; returns when it starts.
+
+        A customer whose own limit answered 429 waits for its backoff first, without holding up anyone.
 
         :raises WaitCancelled: the caller's stop event (:func:`stop_waiting_on`) was set meanwhile.
         """
         stop = _stop_waiting.get()
+        if customer is not None:
+            self._wait_for_customer(customer, stop)
         while True:
             if stop is not None and stop.is_set():
                 raise WaitCancelled
@@ -137,14 +193,32 @@ class RateController:
                     wait, reserved = start - now, True
                 else:
                     wait, reserved = self._paused_until - now, False
-            if stop is None:
-                self._sleep(wait)
-            elif stop.wait(wait):
-                raise WaitCancelled
+            self._wait(wait, stop)
             if reserved and self._clock() >= self._paused_until:
                 return self._clock()
 
-    def on_success(self) -> None:
+    def _wait_for_customer(self, customer: str, stop: threading.Event | None) -> None:
+        while True:
+            if stop is not None and stop.is_set():
+                raise WaitCancelled
+            with self._lock:
+                backoff = self._customers.get(customer)
+                now = self._clock()
+                if backoff is None or now >= backoff.not_before:
+                    if backoff is not None:
+                        backoff.not_before = now + backoff.interval
+                        backoff.started = (backoff.started[1], now)
+                    return
+                wait = backoff.not_before - now
+            self._wait(wait, stop)
+
+    def _wait(self, seconds: float, stop: threading.Event | None) -> None:
+        if stop is None:
+            self._sleep(seconds)
+        elif stop.wait(seconds):
+            raise WaitCancelled
+
+    def on_success(self, customer: str | None = None) -> None:
         if not self.adaptive:
             return
         with self._lock:
@@ -153,45 +227,106 @@ class RateController:
             self._streak = 0
             self._successes.append(now)
             self._forget_before(now - MEASURE_SECONDS)
+            if customer is not None:
+                self._customer_succeeded(customer)
             if self._rate is None:
                 return
-            recovering = (
-                self._rate < self._throttled_at_rate * CUT_FACTOR or now - self._last_cut > RECOVERY_AFTER
-            )
-            grown = self._rate * (RECOVERY_PER_SUCCESS if recovering else GROWTH_PER_SUCCESS)
+            self._grown_for += min(now - self._last_growth, MAX_GROWTH_STEP)
+            self._last_growth = now
+            grown = self._regrown(self._grown_for)
             if self.max_rate is not None:
                 self._rate = min(grown, self.max_rate)
             else:
                 self._rate = None if grown > UNPACED_ABOVE else grown
 
-    def on_throttled(self, sent_at: float, requested_wait: float | None) -> None:
-        """A request sent at ``sent_at`` was answered 429: pause everyone, and cut the rate once a round."""
+    def _regrown(self, seconds: float) -> float:
+        """The rate ``seconds`` of successes after the last cut."""
+        additive = ADDITIVE_STEP * seconds
+        if seconds < REGROW_SECONDS:
+            # Concave: quickly most of the way back, then slowly up to where the budget was met.
+            left = 1 - seconds / REGROW_SECONDS
+            return self._plateau - (self._plateau - self._cut_to) * left**3 + additive
+        probing = seconds - REGROW_SECONDS
+        return self._plateau + PROBE_ACCELERATION * probing**2 + additive
+
+    def _customer_succeeded(self, customer: str) -> None:
+        backoff = self._customers.get(customer)
+        if backoff is None:
+            return
+        backoff.since = self._clock()
+        backoff.failed_last = False
+        backoff.interval *= CUSTOMER_RECOVERY
+        # Spaced by no more than a request takes, it is not held back any more: forget it.
+        if backoff.interval < CUSTOMER_FORGET_BELOW:
+            del self._customers[customer]
+
+    def on_throttled(self, sent_at: float, requested_wait: float | None, customer: str | None = None) -> None:
+        """A request sent at ``sent_at`` was answered 429.
+
+        With ``customer`` (the customer's own limit answered), only that customer's requests wait: for
+        ``requested_wait``, else for its backoff: doubled while its 429s follow one another, else a
+        little more than the spacing that failed. Otherwise (the
+        account's limit) every sender pauses, and the rate is cut once a round.
+        """
         with self._lock:
             now = self._clock()
             self.throttled += 1
-            self._streak += 1
-            # Requests already in flight when the rate was cut say nothing about the new rate.
+            if customer is not None:
+                backoff = self._customers.setdefault(customer, _CustomerBackoff(since=now))
+                previous, latest = backoff.started
+                if requested_wait is not None:
+                    backoff.interval = requested_wait
+                elif backoff.failed_last or previous is None or latest is None:
+                    backoff.interval = min(max(backoff.interval * 2, CUSTOMER_FIRST_BACKOFF), MAX_PAUSE)
+                else:
+                    # It succeeded, then failed this much later: its limit needs a little more than that.
+                    spacing = max(backoff.interval, latest - previous) * CUSTOMER_SPACING_MARGIN
+                    backoff.interval = min(spacing, MAX_PAUSE)
+                backoff.failed_last = True
+                backoff.not_before = max(backoff.not_before, now + min(backoff.interval, MAX_PAUSE))
+                return
+            # Requests already in flight when the rate was cut say nothing about the new rate, nor
+            # about how long to pause.
             if sent_at >= self._last_cut:
+                self._streak += 1
                 self._cut(now)
             interval = 1.0 / self._rate if self._rate else 0.0
-            pause = requested_wait if requested_wait is not None else interval * 2 ** (self._streak - 1)
-            self._paused_until = max(self._paused_until, now + min(pause, MAX_PAUSE))
+            if requested_wait is not None:
+                pause = min(requested_wait, MAX_PAUSE)
+            else:
+                pause = min(interval * 2 ** (self._streak - 1), MAX_BACKOFF_PAUSE)
+            self._paused_until = max(self._paused_until, now + pause)
 
-    def seconds_without_success(self, since: float) -> float:
-        """Seconds since the last success of any sender, or since ``since`` if that is later."""
+    def seconds_without_success(self, since: float, customer: str | None = None) -> float:
+        """Seconds since the last success of any sender, or since ``since`` if that is later.
+
+        With ``customer``, of that customer's requests while its own limit holds it back.
+        """
         with self._lock:
-            return self._clock() - max(self._last_success, since)
+            backoff = None if customer is None else self._customers.get(customer)
+            last = self._last_success if backoff is None else backoff.since
+            return self._clock() - max(last, since)
 
     def _cut(self, now: float) -> None:
         self._forget_before(now - MEASURE_SECONDS)
         sent = _per_second(self._sent, now)
         current = self._rate if self._rate is not None else sent
-        # Successes tell the budget once they span a second; before that, a burst is no measure.
-        measured = bool(self._successes) and now - self._successes[0] >= 1.0
-        estimate = _per_second(self._successes, now) if measured else current
-        self._throttled_at_rate = min(current, estimate)
-        rate = max(self._throttled_at_rate * CUT_FACTOR, MIN_RATE)
-        self._rate = min(rate, self.max_rate) if self.max_rate is not None else rate
+        # Successes per second of sending tell what the budget grants once a second has been sent;
+        # before that, a burst is no measure. Counted from the first request sent, so that a process
+        # the others leave little of the budget learns it in one cut.
+        measured = bool(self._sent) and now - self._sent[0] >= 1.0
+        estimate = _per_second(self._successes, now, self._sent[0]) if measured else current
+        throttled_at = max(min(current, estimate), MIN_RATE)
+        # Throttled lower than last time, another sender is taking a bigger share: come back to a
+        # little less than this time, leaving it room (TCP CUBIC's fast convergence).
+        losing = throttled_at < self._throttled_at_rate * LOSING_BELOW
+        self._plateau = throttled_at * (1 + CUT_FACTOR) / 2 if losing else throttled_at
+        self._throttled_at_rate = throttled_at
+        rate = max(throttled_at * (LOSING_CUT_FACTOR if losing else CUT_FACTOR), MIN_RATE)
+        self._rate = self._cut_to = min(rate, self.max_rate) if self.max_rate is not None else rate
+        self._plateau = max(self._plateau, self._cut_to)
+        self._grown_for = 0.0
+        self._last_growth = now
         self._last_cut = now
 
     def _forget_before(self, moment: float) -> None:
@@ -200,11 +335,12 @@ class RateController:
                 times.popleft()
 
 
-def _per_second(times: deque[float], now: float) -> float:
-    """Events per second over the span they cover (at least one second, so a burst is not a rate)."""
+def _per_second(times: deque[float], now: float, since: float | None = None) -> float:
+    """Events per second since ``since`` (default: the first of them), over at least one second."""
     if not times:
         return 0.0
-    return len(times) / min(max(now - times[0], 1.0), MEASURE_SECONDS)
+    start = times[0] if since is None else since
+    return len(times) / min(max(now - start, 1.0), MEASURE_SECONDS)
 
 
 _registry: dict[tuple[str, str], RateController] = {}

@@ -24,6 +24,9 @@ from typing import ClassVar
 import requests
 
 RETRYABLE_STATUSES = frozenset({408, 409})
+# Which of Metronome's limits a 429 met: "client" (the organisation's, for the endpoint) or
+# "customer" (the targeted customer's own).
+RATE_LIMIT_TYPE_HEADER = "X-Metronome-Rate-Limit-Type"
 THROTTLED_STATUS = 429
 GATEWAY_TIMEOUT_STATUS = 504
 INITIAL_BACKOFF = 0.5
@@ -83,6 +86,11 @@ def server_retry_after(response: requests.Response) -> float | None:
     except (TypeError, ValueError):
         return None
     return moment.timestamp() - time.time()
+
+
+def customer_limited(response: requests.Response) -> bool:
+    """Whether a 429 says the targeted customer's own limit answered it, not the organisation's."""
+    return response.headers.get(RATE_LIMIT_TYPE_HEADER, "").strip().lower() == "customer"
 
 
 def backoff(retry_number: int) -> float:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from airflow_provider_metronome.testing.simulator import (
     DEFAULT_TOKEN,
+    EVERY_CUSTOMER,
     Fault,
     GatewayTimeout,
     MetronomeSimulator,
@@ -17,6 +18,7 @@ from airflow_provider_metronome.testing.simulator import (
 
 __all__ = [
     "DEFAULT_TOKEN",
+    "EVERY_CUSTOMER",
     "Fault",
     "GatewayTimeout",
     "MetronomeSimulator",

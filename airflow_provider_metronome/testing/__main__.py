@@ -17,12 +17,15 @@ from pathlib import Path
 
 from airflow_provider_metronome.testing import control_client
 from airflow_provider_metronome.testing.arguments import (
+    CUSTOMER_RATE_LIMIT_FORM,
     FAULT_FORM,
     FAULTS,
     GATEWAY_TIMEOUT_FORM,
     RETRY_AFTER,
     STATUS_FAULT,
+    CustomerRateLimit,
     FaultArgument,
+    customer_rate_limit,
     customer_spec,
     fault_argument,
     gateway_timeout,
@@ -84,7 +87,22 @@ def _parser() -> argparse.ArgumentParser:
         "--rate-limit",
         type=float,
         metavar="RATE",
-        help="requests per second allowed to each token, beyond which answers are 429 (default: no limit)",
+        help=(
+            "the organisation's limit: requests per second allowed to each token on each endpoint, beyond "
+            "which answers are 429 with X-Metronome-Rate-Limit-Type: client (default: no limit)"
+        ),
+    )
+    parser.add_argument(
+        "--customer-rate-limit",
+        type=customer_rate_limit,
+        action="append",
+        default=[],
+        metavar=CUSTOMER_RATE_LIMIT_FORM,
+        help=(
+            "a customer's own limit (repeatable; * for every customer without one): requests per second "
+            "to that customer's endpoints, beyond which answers are 429 with X-Metronome-Rate-Limit-Type: "
+            "customer; BURST defaults to the rate, at least 1"
+        ),
     )
     parser.add_argument(
         "--burst", type=float, help="requests a token may make at once (default: the rate, at least 1)"
@@ -93,7 +111,10 @@ def _parser() -> argparse.ArgumentParser:
         "--retry-after",
         choices=tuple(RETRY_AFTER),
         default="none",
-        help="retry hint of a 429: none (as Metronome), Retry-After seconds or retry-after-ms (default: none)",
+        help=(
+            "retry hint of a 429, of either limit: none (as Metronome), Retry-After seconds or "
+            "retry-after-ms (default: none)"
+        ),
     )
     parser.add_argument(
         "--gateway-timeout",
@@ -150,13 +171,21 @@ def _parser() -> argparse.ArgumentParser:
 
 def _rate_limit(parser: argparse.ArgumentParser, args: argparse.Namespace) -> RateLimit | None:
     if args.rate_limit is None:
-        if args.burst is not None or args.retry_after != "none":
-            parser.error("--burst and --retry-after need --rate-limit")
+        if args.burst is not None:
+            parser.error("--burst needs --rate-limit")
+        if args.retry_after != "none" and not args.customer_rate_limit:
+            parser.error("--retry-after needs --rate-limit or --customer-rate-limit")
         return None
     try:
         return RateLimit(rate=args.rate_limit, burst=args.burst, retry_after=RETRY_AFTER[args.retry_after])
     except ValueError as error:
         parser.error(str(error))
+
+
+def _customer_rate_limits(args: argparse.Namespace) -> dict[str, RateLimit]:
+    limits: list[CustomerRateLimit] = args.customer_rate_limit
+    retry_after = RETRY_AFTER[args.retry_after]
+    return {limit.customer_id: RateLimit(limit.rate, limit.burst, retry_after) for limit in limits}
 
 
 def _write_port_file(path: Path, port: int) -> None:
@@ -191,6 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         now=args.now,
         extra_tokens=args.extra_token,
         rate_limit=rate_limit,
+        customer_rate_limits=_customer_rate_limits(args),
         tls=args.tls,
         gateway_timeout=args.gateway_timeout,
     )

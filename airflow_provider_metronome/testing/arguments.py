@@ -15,7 +15,7 @@ from typing import NamedTuple, TypeVar
 from airflow_provider_metronome.testing.accounts import CustomerSpec
 from airflow_provider_metronome.testing.data import parse_timestamp
 from airflow_provider_metronome.testing.faults import Fault, GatewayTimeout
-from airflow_provider_metronome.testing.rate_limit import RetryAfter
+from airflow_provider_metronome.testing.rate_limit import EVERY_CUSTOMER, RateLimit, RetryAfter
 
 RETRY_AFTER: dict[str, RetryAfter | None] = {"none": None, "seconds": "seconds", "ms": "ms"}
 """The ``--retry-after`` choices and the :class:`RateLimit` retry hint each stands for."""
@@ -58,6 +58,17 @@ def gateway_timeout(text: str) -> GatewayTimeout:
         return GatewayTimeout(int(raw_items), seconds)
     except ValueError as error:
         raise argparse.ArgumentTypeError(f"expected {GATEWAY_TIMEOUT_FORM}, got {text!r}: {error}") from error
+
+
+CUSTOMER_RATE_LIMIT_FORM = f"CUSTOMER_ID|{EVERY_CUSTOMER}=RATE[:BURST]"
+
+
+class CustomerRateLimit(NamedTuple):
+    """A ``--customer-rate-limit`` option: whose requests (a customer id, or every customer), how many."""
+
+    customer_id: str
+    rate: float
+    burst: float | None
 
 
 # The one fault that takes an argument on the command line: ``status=CODE``.
@@ -127,6 +138,20 @@ def customer_spec(text: str) -> CustomerSpec:
         )
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from error
+
+
+def customer_rate_limit(text: str) -> CustomerRateLimit:
+    """A ``--customer-rate-limit`` CUSTOMER_ID|*=RATE[:BURST], checked as :class:`RateLimit` checks it."""
+    customer_id, equals, numbers = text.partition("=")
+    raw_rate, colon, raw_burst = numbers.partition(":")
+    if not equals or not customer_id:
+        raise argparse.ArgumentTypeError(f"expected {CUSTOMER_RATE_LIMIT_FORM}, got {text!r}")
+    try:
+        rate, burst = float(raw_rate), float(raw_burst) if colon else None
+        RateLimit(rate, burst)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
+    return CustomerRateLimit(customer_id, rate, burst)
 
 
 def lifecycle_window(text: str) -> tuple[date, date]:

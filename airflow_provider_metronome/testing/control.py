@@ -5,21 +5,23 @@ change, or ``{"message": ...}`` with a 4xx that says what to fix. Every action c
 API, and the settings written as text (faults, customers) are read by the command line's own parsers
 (:mod:`~airflow_provider_metronome.testing.arguments`).
 
-========  ==========================  ==============================================================
-method    path                        body
-========  ==========================  ==============================================================
+========  ===================================  ==============================================================
+method    path                                 body
+========  ===================================  ==============================================================
 GET       ``/_simulator/status``
-POST      ``/_simulator/withhold``    ``{"days": ["2024-01-09"], "customer_id": ID}`` (customer optional)
-POST      ``/_simulator/release``     ``{"days": [...]}`` or ``{"all": true}``, ``customer_id`` optional
-POST      ``/_simulator/faults``      ``{"fault": "status=503:/costs:3"}`` (the ``--fault`` form)
+POST      ``/_simulator/withhold``             ``{"days": ["2024-01-09"], "customer_id": ID}`` (customer optional)
+POST      ``/_simulator/release``              ``{"days": [...]}`` or ``{"all": true}``, ``customer_id`` optional
+POST      ``/_simulator/faults``               ``{"fault": "status=503:/costs:3"}`` (the ``--fault`` form)
 DELETE    ``/_simulator/faults``
-PUT       ``/_simulator/clock``       ``{"now": "2024-01-10T06:00:00Z"}`` (null: the wall clock)
-PUT       ``/_simulator/rate-limit``  ``{"rate": 8, "burst": 8, "retry_after": "seconds"}``
+PUT       ``/_simulator/clock``                ``{"now": "2024-01-10T06:00:00Z"}`` (null: the wall clock)
+PUT       ``/_simulator/rate-limit``           ``{"rate": 8, "burst": 8, "retry_after": "seconds"}``
 DELETE    ``/_simulator/rate-limit``
-PUT       ``/_simulator/gateway``     ``{"max_line_items": 300, "seconds": 0}`` (seconds optional)
+PUT       ``/_simulator/gateway``              ``{"max_line_items": 300, "seconds": 0}`` (seconds optional)
 DELETE    ``/_simulator/gateway``
-POST      ``/_simulator/customers``   ``{"spec": "created_at=2024-01-05T00:00:00Z,contract=no"}``
-========  ==========================  ==============================================================
+PUT       ``/_simulator/customer-rate-limit``  ``{"customer_id": ID or "*", "rate": 1, "burst": 1, "retry_after": "none"}``
+DELETE    ``/_simulator/customer-rate-limit``  ``{"customer_id": ID or "*"}``
+POST      ``/_simulator/customers``            ``{"spec": "created_at=2024-01-05T00:00:00Z,contract=no"}``
+========  ===================================  ==============================================================
 
 A day is ``YYYY-MM-DD``, ``today`` or ``yesterday`` (by the simulator's clock, in UTC).
 """
@@ -54,7 +56,7 @@ from airflow_provider_metronome.testing.messages import (
     accepted_token,
     json_response,
 )
-from airflow_provider_metronome.testing.rate_limit import RateLimit
+from airflow_provider_metronome.testing.rate_limit import EVERY_CUSTOMER, RateLimit
 from airflow_provider_metronome.testing.request_log import RequestCounts
 
 PREFIX = "/_simulator/"
@@ -85,6 +87,11 @@ class Steerable(Protocol):
     def rate_limit(self, value: RateLimit | None) -> None: ...
 
     gateway_timeout: GatewayTimeout | None
+
+    @property
+    def customer_rate_limits(self) -> dict[str, RateLimit]: ...
+
+    def set_customer_rate_limit(self, customer_id: str, limit: RateLimit | None) -> None: ...
 
     @property
     def withheld_days(self) -> WithheldDays: ...
@@ -177,6 +184,9 @@ def status(simulator: Steerable) -> JsonObject:
         "faults": [_fault(injected) for injected in simulator.faults],
         "rate_limit": _rate_limit(simulator.rate_limit),
         "gateway_timeout": _gateway(simulator.gateway_timeout),
+        "customer_rate_limits": {
+            customer_id: _rate_limit(limit) for customer_id, limit in simulator.customer_rate_limits.items()
+        },
         "customers": {
             "active": len(simulator.active_customer_ids),
             "archived": len(simulator.archived_customer_ids),
@@ -336,14 +346,38 @@ def _set_clock(simulator: Steerable, body: Body) -> Answer:
     return 200, status(simulator)
 
 
-def _set_rate_limit(simulator: Steerable, body: Body) -> Answer:
+def _limit_of(body: Body, allowed_to: str) -> RateLimit:
     rate, retry_after = _number(body, "rate"), body.get("retry_after", "none")
     if rate is None:
-        raise ApiError(400, "rate is required: requests per second allowed to each token")
+        raise ApiError(400, f"rate is required: requests per second allowed to {allowed_to}")
     if not isinstance(retry_after, str) or retry_after not in RETRY_AFTER:
         raise ApiError(400, f"retry_after must be one of {', '.join(RETRY_AFTER)}, got {retry_after!r}")
     with _refusals():
-        simulator.rate_limit = RateLimit(rate, _number(body, "burst"), RETRY_AFTER[retry_after])
+        return RateLimit(rate, _number(body, "burst"), RETRY_AFTER[retry_after])
+
+
+def _set_rate_limit(simulator: Steerable, body: Body) -> Answer:
+    simulator.rate_limit = _limit_of(body, "each token on each endpoint")
+    return 200, status(simulator)
+
+
+def _limited_customer(body: Body) -> str:
+    customer_id = body.get("customer_id")
+    if not isinstance(customer_id, str) or not customer_id:
+        raise ApiError(
+            400, f"customer_id is required: a customer's id, or {EVERY_CUSTOMER!r} for every customer"
+        )
+    return customer_id
+
+
+def _set_customer_rate_limit(simulator: Steerable, body: Body) -> Answer:
+    customer_id = _limited_customer(body)
+    simulator.set_customer_rate_limit(customer_id, _limit_of(body, "the customer"))
+    return 200, status(simulator)
+
+
+def _remove_customer_rate_limit(simulator: Steerable, body: Body) -> Answer:
+    simulator.set_customer_rate_limit(_limited_customer(body), None)
     return 200, status(simulator)
 
 
@@ -387,6 +421,14 @@ _ACTIONS: dict[tuple[str, str], _Action] = {
     ("DELETE", "rate-limit"): _Action(_remove_rate_limit),
     ("PUT", "gateway"): _Action(_set_gateway, ("max_line_items", "seconds"), '{"max_line_items": 300}'),
     ("DELETE", "gateway"): _Action(_remove_gateway),
+    ("PUT", "customer-rate-limit"): _Action(
+        _set_customer_rate_limit,
+        ("customer_id", "rate", "burst", "retry_after"),
+        '{"customer_id": "*", "rate": 1, "burst": 1, "retry_after": "none"}',
+    ),
+    ("DELETE", "customer-rate-limit"): _Action(
+        _remove_customer_rate_limit, ("customer_id",), '{"customer_id": "*"}'
+    ),
     ("POST", "customers"): _Action(_add_customer, ("spec",), '{"spec": "created_at=2024-01-05T00:00:00Z"}'),
 }
 

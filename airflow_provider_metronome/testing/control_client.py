@@ -17,6 +17,7 @@ import requests
 
 from airflow_provider_metronome.testing.arguments import FAULT_FORM, RETRY_AFTER
 from airflow_provider_metronome.testing.messages import DEFAULT_TOKEN
+from airflow_provider_metronome.testing.rate_limit import EVERY_CUSTOMER
 
 COMMAND = "control"
 PROG = f"python -m airflow_provider_metronome.testing {COMMAND}"
@@ -63,6 +64,15 @@ def _line_items(text: str) -> int | str:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of line items or off") from None
+
+
+def _customer_rate_limit(args: argparse.Namespace) -> ControlRequest:
+    if args.rate == "off":
+        return "DELETE", "customer-rate-limit", {"customer_id": args.customer}
+    body: dict[str, Any] = {"customer_id": args.customer, "rate": args.rate, "retry_after": args.retry_after}
+    if args.burst is not None:
+        body["burst"] = args.burst
+    return "PUT", "customer-rate-limit", body
 
 
 def _clock(args: argparse.Namespace) -> ControlRequest:
@@ -117,7 +127,9 @@ def _parser() -> argparse.ArgumentParser:
     clock.add_argument("now", metavar="TIMESTAMP|wall", help="an RFC 3339 timestamp, or wall")
     clock.set_defaults(request=_clock)
 
-    rate_limit = commands.add_parser("rate-limit", help="limit each token's requests per second, or stop")
+    rate_limit = commands.add_parser(
+        "rate-limit", help="limit each token's requests per second on each endpoint, or stop"
+    )
     rate_limit.add_argument("rate", type=_rate, metavar="RATE|off", help="requests per second, or off")
     rate_limit.add_argument("--burst", type=float, help="requests a token may make at once (default: RATE)")
     rate_limit.add_argument(
@@ -136,6 +148,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     gateway.add_argument("--seconds", type=float, default=0.0, help="wait before the 504 (default: 0)")
     gateway.set_defaults(request=_gateway)
+    customer_limit = commands.add_parser(
+        "customer-rate-limit", help="limit one customer's requests per second (or every customer's), or stop"
+    )
+    customer_limit.add_argument("customer", metavar=f"CUSTOMER_ID|{EVERY_CUSTOMER}", help="whose requests")
+    customer_limit.add_argument("rate", type=_rate, metavar="RATE|off", help="requests per second, or off")
+    customer_limit.add_argument("--burst", type=float, help="requests it may get at once (default: RATE)")
+    customer_limit.add_argument(
+        "--retry-after",
+        choices=tuple(RETRY_AFTER),
+        default="none",
+        help="retry hint of a 429 (default: none)",
+    )
+    customer_limit.set_defaults(request=_customer_rate_limit)
 
     customer = commands.add_parser("customer", help="add a customer, written as --customer is when starting")
     customer.add_argument("spec", metavar="SPEC", help="e.g. created_at=2024-01-05T00:00:00Z,contract=no")
@@ -151,11 +176,11 @@ def _checked(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Contr
     if args.command == "release" and args.all == bool(args.days):
         parser.error("release takes DAY... or --all")
     if (
-        args.command == "rate-limit"
+        args.command in ("rate-limit", "customer-rate-limit")
         and args.rate == "off"
         and (args.burst is not None or args.retry_after != "none")
     ):
-        parser.error("rate-limit off takes no --burst or --retry-after")
+        parser.error(f"{args.command} off takes no --burst or --retry-after")
     if args.command == "gateway" and args.max_line_items == "off" and args.seconds:
         parser.error("gateway off takes no --seconds")
     request: ControlRequest = args.request(args)

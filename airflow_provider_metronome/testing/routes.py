@@ -283,6 +283,12 @@ def path_kind(path: str) -> str:
     return "other" if matched is None else matched[0]
 
 
+def path_customer(path: str) -> str | None:
+    """The customer a per-customer endpoint's ``path`` names, lowercased; None for any other path."""
+    matched = _match(path)
+    return matched[1].lower() if matched is not None and matched[1] else None
+
+
 def answer(context: Context, incoming: Incoming) -> Response:
     """The endpoint's answer to ``incoming``; raises ApiError when it refuses the request."""
     if not incoming.authorized:

@@ -19,7 +19,7 @@ import copy
 import enum
 import threading
 import time
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import replace
 from datetime import date, datetime, timedelta
 from types import TracebackType
@@ -64,7 +64,14 @@ from airflow_provider_metronome.testing.messages import (
     Response,
     json_response,
 )
-from airflow_provider_metronome.testing.rate_limit import RateLimit, RateLimiter, RetryAfter
+from airflow_provider_metronome.testing.rate_limit import (
+    EVERY_CUSTOMER,
+    LIMIT_TYPE_HEADER,
+    LimitType,
+    RateLimit,
+    RateLimiter,
+    RetryAfter,
+)
 from airflow_provider_metronome.testing.request_log import (
     BODY_PATHS_KEPT,
     BodyLog,
@@ -83,6 +90,7 @@ from airflow_provider_metronome.testing.routes import (
     Page,
     Position,
     answer,
+    path_customer,
     path_kind,
 )
 from airflow_provider_metronome.testing.server import (
@@ -97,7 +105,9 @@ __all__ = [
     "BODY_PATHS_KEPT",
     "CONNECTION_THREAD_PREFIX",
     "DEFAULT_TOKEN",
+    "EVERY_CUSTOMER",
     "GATEWAY_TIMEOUT_MILLIS",
+    "LIMIT_TYPE_HEADER",
     "MAX_DAY_WINDOWS_PER_PAGE",
     "MAX_DISCARDED_BODY",
     "MAX_FILTER_VALUES",
@@ -112,6 +122,7 @@ __all__ = [
     "FaultKind",
     "GatewayTimeout",
     "InjectedFault",
+    "LimitType",
     "MetronomeSimulator",
     "Page",
     "Position",
@@ -155,7 +166,10 @@ class MetronomeSimulator:
         line_items_per_credit_type: Line items each credit type has on a day with usage.
         default_page_size: Page size when a request gives no ``limit``.
         extra_tokens: More accepted bearer tokens, each with its own rate-limit budget (same data).
-        rate_limit: A token bucket per API token; None (the default) serves everything.
+        rate_limit: The organisation's limit, a token bucket per API token and endpoint; None (the
+            default) serves everything.
+        customer_rate_limits: Each customer's own limit by customer id (:data:`EVERY_CUSTOMER` for
+            every customer without one), a token bucket per API token and customer; default none.
         tls: Serve HTTPS with a certificate made at :meth:`start`; trust :attr:`certificate_path`.
         gateway_timeout: The breakdowns endpoint's gateway timeout, a cost model of the days and line
             items one request asks for (:class:`GatewayTimeout`); None (the default) answers every request.
@@ -184,6 +198,7 @@ class MetronomeSimulator:
         default_page_size: int = 25,
         extra_tokens: Collection[str] = (),
         rate_limit: RateLimit | None = None,
+        customer_rate_limits: Mapping[str, RateLimit] | None = None,
         tls: bool = False,
         gateway_timeout: GatewayTimeout | None = None,
     ) -> None:
@@ -209,7 +224,7 @@ class MetronomeSimulator:
         self._faults = FaultRegistry()
         self._log = RequestLog()
         self._bodies = BodyLog()
-        self._limiter = RateLimiter(rate_limit)
+        self._limiter = RateLimiter(rate_limit, customer_limits=customer_rate_limits)
         self._server: Server | None = None
         self._thread: threading.Thread | None = None
         self._certificates: Certificates | None = None
@@ -318,6 +333,19 @@ class MetronomeSimulator:
     @rate_limit.setter
     def rate_limit(self, value: RateLimit | None) -> None:
         self._limiter.configure(value)
+
+    @property
+    def customer_rate_limits(self) -> dict[str, RateLimit]:
+        """The customers' own limits by customer id (:data:`EVERY_CUSTOMER`: every customer without one)."""
+        return self._limiter.customer_limits
+
+    def set_customer_rate_limit(self, customer_id: str, limit: RateLimit | None) -> None:
+        """Limit ``customer_id`` (or :data:`EVERY_CUSTOMER`) to ``limit`` from now on; None removes its limit.
+
+        Its 429s carry ``X-Metronome-Rate-Limit-Type: customer``; its buckets change as the
+        organisation's do when :attr:`rate_limit` is set.
+        """
+        self._limiter.configure_customer(customer_id, limit)
 
     @property
     def throttled_count(self) -> int:
@@ -643,7 +671,9 @@ class MetronomeSimulator:
         """The answer, and the transport fault that made or shaped it, if any."""
         # The budget comes first, as at an API gateway; requests with an unknown token never spend it.
         if incoming.token is not None:
-            refusal = self._limiter.admit(incoming.token)
+            refusal = self._limiter.admit(
+                incoming.token, path_kind(incoming.path), path_customer(incoming.path)
+            )
             if refusal is not None:
                 return json_response(
                     429, {"message": "Too Many Requests"}, refusal.headers, throttled=True

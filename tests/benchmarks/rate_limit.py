@@ -70,11 +70,11 @@ def progress(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] rate limit: {message}", file=sys.stderr, flush=True)
 
 
-def baseline_tree(folder: Path) -> Path:
-    """The package as it was before the rate controller, unpacked from git."""
+def baseline_tree(folder: Path, commit: str = BASELINE_COMMIT) -> Path:
+    """The package as it was at ``commit`` (default: before the rate controller), unpacked from git."""
     folder.mkdir()
     archive = subprocess.run(
-        ["git", "archive", BASELINE_COMMIT, "airflow_provider_metronome"],
+        ["git", "archive", commit, "airflow_provider_metronome"],
         cwd=REPO_ROOT,
         capture_output=True,
         check=True,

@@ -23,6 +23,9 @@ test run. It starts the project's simulator in a separate process and measures:
 11. the unthrottled all-customers fetch at 20 and 50 ms, before and after fetching while listing,
     beside a plain ``requests`` thread pool (:mod:`tests.benchmarks.listing`).
 
+Also Parquet against JSON Lines (:mod:`tests.benchmarks.parquet_output`) and one account's budget shared:
+a customer with its own limit, and operator processes at once (:mod:`tests.benchmarks.sharing`).
+
 Progress goes to stderr; the results go to stdout as markdown. ``--only`` runs some parts; the targets
 of parts not run are left out. The exit status is 1 when a target is missed.
 
@@ -72,6 +75,7 @@ from tests.benchmarks import (  # noqa: E402
     real_account,
     request_budget,
     request_cpu,
+    sharing,
     turbulence,
 )
 from tests.benchmarks.common import DAY, PAGE_SIZE, airflow_env, run_child  # noqa: E402
@@ -107,6 +111,7 @@ PARTS = (
     "parquet",
     "gateway",
     "listing",
+    "sharing",
 )
 
 
@@ -764,6 +769,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     part("parquet", lambda: parquet_output.run(progress, Target))
     part("gateway", lambda: _targeted(gateway.run()))
     part("listing", lambda: _targeted(listing.run()))
+    part("sharing", lambda: _targeted(sharing.run()))
     progress(f"done in {time.monotonic() - started:.0f} s")
 
     report = [header(), targets_table(targets), *sections]

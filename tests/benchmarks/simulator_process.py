@@ -33,7 +33,12 @@ from typing import Any
 from airflow_provider_metronome.testing import DEFAULT_TOKEN, MetronomeSimulator, RateLimit
 from airflow_provider_metronome.testing.__main__ import FAULT_FORM, customer_spec, fault_argument
 from airflow_provider_metronome.testing.accounts import BilledSource
-from airflow_provider_metronome.testing.arguments import GATEWAY_TIMEOUT_FORM, gateway_timeout
+from airflow_provider_metronome.testing.arguments import (
+    CUSTOMER_RATE_LIMIT_FORM,
+    GATEWAY_TIMEOUT_FORM,
+    customer_rate_limit,
+    gateway_timeout,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FROZEN_NOW = "2024-02-01T00:00:00+00:00"
@@ -89,6 +94,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--line-items", type=int, default=4, help="line items per credit type")
     parser.add_argument("--unique-metric-customers", type=int, default=0)
     parser.add_argument(
+        "--day-windows-per-page", type=int, help="daily windows per breakdowns page (default: 35)"
+    )
+    parser.add_argument(
         "--warm-day",
         type=dt.date.fromisoformat,
         action="append",
@@ -98,6 +106,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--rate-limit", type=float, help="requests per second for the token (a token bucket)")
     parser.add_argument(
         "--retry-after", choices=("seconds", "ms"), help="what a 429 carries; default nothing"
+    )
+    parser.add_argument(
+        "--customer-rate-limit",
+        type=customer_rate_limit,
+        action="append",
+        default=[],
+        metavar=CUSTOMER_RATE_LIMIT_FORM,
+        help="a customer's own limit (repeatable), as the simulator's command line takes it",
     )
     parser.add_argument(
         "--customer", type=customer_spec, action="append", default=[], metavar="SPEC", help="add a customer"
@@ -114,8 +130,13 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     rate_limit = None if args.rate_limit is None else RateLimit(args.rate_limit, retry_after=args.retry_after)
+    customer_limits = {
+        limit.customer_id: RateLimit(limit.rate, limit.burst, args.retry_after)
+        for limit in args.customer_rate_limit
+    }
     sim = MetronomeSimulator(
         rate_limit=rate_limit,
+        customer_rate_limits=customer_limits,
         customers=args.customers,
         unique_metric_customers=args.unique_metric_customers,
         latency=args.latency_ms / 1000,
@@ -123,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         now=dt.datetime.fromisoformat(FROZEN_NOW),
         gateway_timeout=args.gateway_timeout,
     )
+    if args.day_windows_per_page is not None:
+        sim.max_day_windows_per_page = args.day_windows_per_page
     for spec in args.customer:
         sim.add_customer(**dataclasses.asdict(spec))
     for injected in args.fault:

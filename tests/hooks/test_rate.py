@@ -15,7 +15,7 @@ from airflow_provider_metronome.exceptions import MetronomeRateLimitError, Metro
 from airflow_provider_metronome.hooks.metronome import MetronomeHook
 from airflow_provider_metronome.hooks.rate import RateController
 from airflow_provider_metronome.hooks.retry import RetryPolicy
-from airflow_provider_metronome.testing import DEFAULT_TOKEN, Fault, MetronomeSimulator
+from airflow_provider_metronome.testing import DEFAULT_TOKEN, Fault, MetronomeSimulator, RateLimit
 from tests.support.runs import connection_json
 
 CUSTOMERS = "/v1/customers"
@@ -135,8 +135,10 @@ def test_unknown_budget_goes_back_to_unpaced_after_long_success() -> None:
     rate.on_success()
     rate.on_throttled(rate.acquire(), requested_wait=None)
     assert rate.snapshot().rate is not None
+    throttled_at = clock.now
 
-    for _ in range(2000):
+    # Growth is per second of successes, not per success: two minutes of them, however many.
+    while clock.now - throttled_at < 120 and rate.snapshot().rate is not None:
         rate.acquire()
         rate.on_success()
 
@@ -235,3 +237,148 @@ def test_the_account_budget_is_a_connection_extra(connect: Callable[..., Metrono
 
     assert hook.rate_snapshot().rate == 4.0
     assert hook.rate_controller.give_up_after == 60.0
+
+
+# -- growth in time, so that processes sharing a budget converge ------------------------------------
+
+
+def throttled_at(clock: FakeClock, per_second: float) -> RateController:
+    """A controller just cut after two seconds of ``per_second`` successes."""
+    rate = controller(clock)
+    sent = 0.0
+    for _ in range(int(2 * per_second)):
+        sent = rate.acquire()
+        rate.on_success()
+        clock.now += 1 / per_second
+    rate.on_throttled(sent, requested_wait=None)
+    return rate
+
+
+def succeed_for(clock: FakeClock, rate: RateController, seconds: float, every: float) -> None:
+    """Successes every ``every`` seconds for ``seconds``, at most as fast as the controller lets them start."""
+    end = clock.now + seconds
+    while clock.now < end:
+        rate.acquire()
+        rate.on_success()
+        clock.now += every
+
+
+def current(rate: RateController) -> float:
+    paced = rate.snapshot().rate
+    assert paced is not None
+    return paced
+
+
+def test_the_rate_regrows_per_second_of_successes_not_per_success() -> None:
+    few_clock, many_clock = FakeClock(), FakeClock()
+    few, many = throttled_at(few_clock, 4), throttled_at(many_clock, 4)
+
+    succeed_for(few_clock, few, 4.0, every=1.0)  # 4 successes
+    succeed_for(many_clock, many, 4.0, every=0.05)  # as many as the pacing lets start: a few dozen
+
+    assert current(few) == pytest.approx(current(many), rel=0.05)
+
+
+def test_a_freed_share_is_taken_up_within_seconds() -> None:
+    clock = FakeClock()
+    rate = throttled_at(clock, 2)  # one of four processes sharing 8 requests/s
+
+    succeed_for(clock, rate, 12.0, every=0.0)  # the others have finished: nothing is throttled
+
+    assert current(rate) >= 8.0
+
+
+def test_a_small_share_gains_more_than_a_large_one_so_shares_converge() -> None:
+    small_clock, large_clock = FakeClock(), FakeClock()
+    small, large = throttled_at(small_clock, 1), throttled_at(large_clock, 4)
+    before = current(large) / current(small)
+
+    for clock, rate in ((small_clock, small), (large_clock, large)):
+        succeed_for(clock, rate, 10.0, every=0.0)
+
+    assert current(large) / current(small) < before
+
+
+# -- customer-scoped 429s against the simulator -----------------------------------------------------
+
+CUSTOMER_LIMITED = {"X-Metronome-Rate-Limit-Type": "customer"}
+CLIENT_LIMITED = {"X-Metronome-Rate-Limit-Type": "client"}
+
+
+def costs_of(hook: MetronomeHook, customer_id: str) -> list[Any]:
+    return list(hook.iter_costs(customer_id, "2024-01-01", "2024-01-03"))
+
+
+def test_a_customer_scoped_429_delays_only_that_customer(
+    simulator: MetronomeSimulator, connect: Callable[..., MetronomeHook]
+) -> None:
+    busy, other = simulator.active_customer_ids[:2]
+    # Its own limit allows one request every half second: each fetch of it after the first waits.
+    simulator.set_customer_rate_limit(busy, RateLimit(rate=2, burst=1))
+    hook = connect()
+    busy_thread = threading.Thread(target=lambda: [costs_of(hook, busy) for _ in range(3)])
+    busy_thread.start()
+    deadline = time.monotonic() + 30
+    while hook.stats.throttled == 0 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    for _ in range(10):
+        costs_of(hook, other)
+    busy_thread.join()
+
+    busy_requests = simulator.requests_for(f"/customers/{busy}/")
+    other_requests = simulator.requests_for(f"/customers/{other}/")
+    assert [record.status for record in busy_requests].count(200) == 3
+    first_429 = next(record for record in busy_requests if record.status == 429)
+    retried = busy_requests[busy_requests.index(first_429) + 1]
+    # The other customer went on at the account's pace while the busy one waited its turn.
+    assert [record.status for record in other_requests] == [200] * 10
+    assert any(first_429.started_at < record.started_at < retried.started_at for record in other_requests)
+    # The account's rate was not cut: it is still unpaced.
+    assert hook.rate_snapshot().rate is None
+    assert hook.rate_snapshot().throttled == hook.stats.throttled > 0
+
+
+def test_a_client_scoped_429_pauses_and_cuts_the_whole_account(
+    simulator: MetronomeSimulator, connect: Callable[..., MetronomeHook]
+) -> None:
+    busy, other = simulator.active_customer_ids[:2]
+    simulator.inject(Fault.status(429, headers={**CLIENT_LIMITED, "retry-after-ms": "500"}), path=busy)
+    hook = connect()
+
+    costs_of(hook, busy)
+    costs_of(hook, other)
+
+    throttled, retried = simulator.requests_for(f"/customers/{busy}/")
+    (later,) = simulator.requests_for(f"/customers/{other}/")
+    assert (throttled.status, retried.status, later.status) == (429, 200, 200)
+    assert later.started_at - throttled.started_at >= 0.5  # the other customer waited too
+    assert hook.rate_snapshot().rate is not None  # and the account is paced from now on
+
+
+def test_a_customer_header_on_a_path_of_no_customer_pauses_the_account(
+    simulator: MetronomeSimulator, connect: Callable[..., MetronomeHook]
+) -> None:
+    simulator.inject(Fault.status(429, headers=CUSTOMER_LIMITED), path=CUSTOMERS, times=1)
+    hook = connect()
+
+    list(hook.iter_customers())
+
+    assert hook.rate_snapshot().rate is not None
+
+
+def test_a_customer_its_own_limit_refuses_for_too_long_fails_naming_that_limit(
+    simulator: MetronomeSimulator, connect: Callable[..., MetronomeHook]
+) -> None:
+    busy, other = simulator.active_customer_ids[:2]
+    simulator.set_customer_rate_limit(busy, RateLimit(rate=0.001, burst=1))
+    hook = connect(rate_limit_timeout=1)
+    costs_of(hook, busy)  # its one request
+
+    with pytest.raises(MetronomeRateLimitError) as err:
+        costs_of(hook, busy)
+
+    message = str(err.value)
+    assert "customer's own rate limit" in message
+    assert DEFAULT_TOKEN not in message
+    assert costs_of(hook, other)  # the others were never held back
+    assert hook.rate_snapshot().rate is None

@@ -250,6 +250,29 @@ def test_a_rate_limit_throttles_until_removed(sim: MetronomeSimulator) -> None:
     assert [v1(sim.url, "/v1/customers").status_code for _ in range(3)] == [200] * 3
 
 
+def test_a_customer_rate_limit_throttles_that_customer_until_removed(sim: MetronomeSimulator) -> None:
+    busy, other = sim.active_customer_ids[:2]
+
+    state = steer(sim, "PUT", "customer-rate-limit", {"customer_id": busy, "rate": 0.001, "burst": 1})
+
+    assert state["customer_rate_limits"] == {busy: {"rate": 0.001, "burst": 1.0, "retry_after": "none"}}
+    assert v1(sim.url, costs_path(busy), **WEEK).status_code == 200
+    throttled = v1(sim.url, costs_path(busy), **WEEK)
+    assert (throttled.status_code, throttled.headers["X-Metronome-Rate-Limit-Type"]) == (429, "customer")
+    assert v1(sim.url, costs_path(other), **WEEK).status_code == 200
+
+    state = steer(sim, "DELETE", "customer-rate-limit", {"customer_id": busy})
+
+    assert state["customer_rate_limits"] == {}
+    assert v1(sim.url, costs_path(busy), **WEEK).status_code == 200
+
+
+def test_every_customer_can_be_limited_at_once(sim: MetronomeSimulator) -> None:
+    state = steer(sim, "PUT", "customer-rate-limit", {"customer_id": "*", "rate": 2, "retry_after": "ms"})
+
+    assert state["customer_rate_limits"] == {"*": {"rate": 2.0, "burst": 2.0, "retry_after": "ms"}}
+
+
 def test_a_rate_limit_without_burst_takes_the_rate(sim: MetronomeSimulator) -> None:
     state = steer(sim, "PUT", "rate-limit", {"rate": 8})
 
@@ -313,6 +336,8 @@ ACTIONS = [
     ("PUT", "clock", {"now": "2024-01-01T00:00:00Z"}),
     ("PUT", "rate-limit", {"rate": 1}),
     ("DELETE", "rate-limit", None),
+    ("PUT", "customer-rate-limit", {"customer_id": "*", "rate": 1}),
+    ("DELETE", "customer-rate-limit", {"customer_id": "*"}),
     ("POST", "customers", {"spec": "created_at=2024-01-01T00:00:00Z"}),
 ]
 
@@ -370,6 +395,10 @@ BAD_INPUT = [
         {"rate": 8, "retry_after": "minutes"},
         "retry_after must be one of none, seconds, ms",
     ),
+    ("PUT", "customer-rate-limit", {"rate": 1}, "customer_id is required"),
+    ("PUT", "customer-rate-limit", {"customer_id": "*"}, "rate is required"),
+    ("PUT", "customer-rate-limit", {"customer_id": "*", "rate": 0}, "rate must be positive and finite"),
+    ("DELETE", "customer-rate-limit", {}, "customer_id is required"),
     ("POST", "customers", {"spec": "plan=no"}, "spec: created_at=<RFC 3339 timestamp> is required"),
     (
         "POST",
@@ -510,13 +539,24 @@ def test_the_client_steers_a_simulator_started_from_the_command_line(tmp_path: P
         assert v1_with(url, "rehearsal", breakdowns, **WEEK).status_code == 504
         assert ok(client(url, "gateway", "off", token="rehearsal"))["gateway_timeout"] is None
         assert v1_with(url, "rehearsal", breakdowns, **WEEK).status_code == 200
+        limited = ok(
+            client(url, "customer-rate-limit", customer_id, "0.001", "--burst", "1", token="rehearsal")
+        )
+        assert limited["customer_rate_limits"] == {
+            customer_id: {"rate": 0.001, "burst": 1.0, "retry_after": "none"}
+        }
+        assert v1_with(url, "rehearsal", costs_path(customer_id), **WEEK).status_code == 200
+        assert v1_with(url, "rehearsal", costs_path(customer_id), **WEEK).status_code == 429
+        off = ok(client(url, "customer-rate-limit", customer_id, "off", token="rehearsal"))
+        assert off["customer_rate_limits"] == {}
+        assert v1_with(url, "rehearsal", costs_path(customer_id), **WEEK).status_code == 200
 
         added = ok(client(url, "customer", "created_at=2024-01-01T00:00:00Z,plan=no", token="rehearsal"))
         listed = v1_with(url, "rehearsal", "/v1/customers", limit=100).json()["data"]
         assert added["id"] in [customer["id"] for customer in listed]
 
         status = ok(client(url, "status", token="rehearsal"))
-        assert status["requests"]["throttled"] == 1
+        assert status["requests"]["throttled"] == 2  # one of the organisation's limit, one of the customer's
         assert status["requests"]["by_status"]["503"] == 1
         assert status["customers"]["active"] == 26
 
@@ -552,6 +592,7 @@ def test_the_client_says_when_nothing_answers(sim: MetronomeSimulator) -> None:
         (["release"], "release takes DAY... or --all"),
         (["release", "--all", "2024-01-09"], "release takes DAY... or --all"),
         (["rate-limit", "off", "--burst", "3"], "rate-limit off takes no --burst or --retry-after"),
+        (["customer-rate-limit", "*", "off", "--retry-after", "ms"], "customer-rate-limit off takes no"),
         (["rate-limit", "fast"], "RATE must be a number of requests per second or 'off'"),
         (["rate-limit", "8", "--retry-after", "minutes"], "invalid choice: 'minutes'"),
         (["teleport"], "invalid choice: 'teleport'"),

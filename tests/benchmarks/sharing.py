@@ -1,0 +1,287 @@
+"""One account's budget, shared: a customer with its own limit, and operator processes at once.
+
+- **A customer-scoped limit**: 60 customers of 100 days each (invoice breakdowns, 10 daily windows a
+  page, so 11 pages each: the engine asks 35 days at a time) under an organisation budget of 40
+  requests/s, once as it is and once with one customer (the middle one of the fetch order) limited to
+  1 request/s on its own: the wall of the second against the first.
+- **Processes sharing a budget**: operator processes started together, each with its own customers'
+  day (20 ms per request), against one 8 requests/s budget: three with identical work and a fourth with
+  a quarter of it, then 4 and 8 with identical work. Each one's wall; the slowest against the floor
+  (every useful request of all of them / budget); the identical ones' slowest against their fastest;
+  the share of requests answered 429.
+
+Each case runs with this version and with the controller before (commit :data:`BASELINE_COMMIT`, taken
+from git into a temporary folder), against the same simulator (this version's, in its own process).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.benchmarks.common import CHILD_TIMEOUT, REPO_ROOT, airflow_env, run_child
+from tests.benchmarks.rate_limit import baseline_tree
+from tests.benchmarks.simulator_process import SimulatorProcess
+
+BASELINE_COMMIT = "5eb00cfaabe296f50d7da60fd1fbfcbfeb59134f"
+VERSIONS = ("this version", "before")
+
+LIMITED_CUSTOMERS = 60
+LIMITED_WINDOW = ("2023-10-01T00:00:00Z", "2024-01-09T00:00:00Z")  # 100 days
+LIMITED_WINDOWS_PER_PAGE = 10
+ACCOUNT_RATE = 40.0
+CUSTOMER_RATE = 1.0
+
+SHARED_RATE = 8.0
+LATENCY_MS = 20.0
+IDENTICAL_CUSTOMERS = 200
+# (identical processes, customers of an extra process): three plus a quarter, then four and eight.
+MIXES = ((3, IDENTICAL_CUSTOMERS // 4), (4, 0), (8, 0))
+MANY_CUSTOMERS = 640  # split between the processes of the 4 and 8 cases
+
+TARGET_CUSTOMER_LIMIT = 1.25
+TARGET_SPREAD = 1.5
+TARGET_TOGETHER = 1.15
+TARGET_TOGETHER_MANY = 1.25
+TARGET_THROTTLED = 0.10
+
+
+def progress(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] sharing: {message}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class LimitedRun:
+    version: str
+    limited: bool
+    seconds: float
+    requests: int
+    throttled: int
+    failed: str | None
+
+
+@dataclass(frozen=True)
+class SharedRun:
+    version: str
+    label: str
+    processes: int
+    identical: int
+    walls: list[float]
+    requests: int
+    throttled: int
+    failed: str | None
+
+    @property
+    def floor(self) -> float:
+        return (self.requests - self.throttled) / SHARED_RATE
+
+    @property
+    def together(self) -> float:
+        return max(self.walls) / self.floor
+
+    @property
+    def spread(self) -> float:
+        same = self.walls[: self.identical]
+        return max(same) / min(same)
+
+    @property
+    def share(self) -> float:
+        return self.throttled / self.requests if self.requests else 0.0
+
+
+def _customer_limited(home: Path, packages: dict[str, Path]) -> list[LimitedRun]:
+    options = ["--customers", str(LIMITED_CUSTOMERS), "--rate-limit", str(ACCOUNT_RATE)]
+    options += ["--day-windows-per-page", str(LIMITED_WINDOWS_PER_PAGE)]
+    runs = []
+    with SimulatorProcess(options) as sim:
+        ids = sorted(sim.customer_ids())
+    limited_id = ids[len(ids) // 2]
+    for limited in (False, True):
+        extra = ["--customer-rate-limit", f"{limited_id}={CUSTOMER_RATE:g}"] if limited else []
+        with SimulatorProcess(options + extra) as sim:
+            env = airflow_env(home, sim.url, sim.token)
+            for version, package in packages.items():
+                progress(f"customer limit {'on' if limited else 'off'}, {version}")
+                sim.reset()
+                args = ["operator", "--url", sim.url, "--token", sim.token, "--out", str(home)]
+                args += ["--source", "invoice_breakdowns", "--name", "limited"]
+                args += ["--starting-on", LIMITED_WINDOW[0], "--ending-before", LIMITED_WINDOW[1]]
+                result = run_child("tests.benchmarks.fetch_paths", args, env, cwd=package)
+                stats = sim.stats()
+                runs.append(
+                    LimitedRun(
+                        version,
+                        limited,
+                        result["seconds"],
+                        stats["requests"],
+                        stats["throttled"],
+                        result.get("failed"),
+                    )
+                )
+    return runs
+
+
+def _shared(home: Path, package: Path, version: str, identical: int, extra: int) -> SharedRun:
+    options = [
+        "--customers",
+        str(MANY_CUSTOMERS),
+        "--latency-ms",
+        str(LATENCY_MS),
+        "--warm-day",
+        "2024-01-05",
+    ]
+    options += ["--rate-limit", str(SHARED_RATE)]
+    with SimulatorProcess(options) as sim:
+        env = airflow_env(home, sim.url, sim.token)
+        ids = sorted(sim.customer_ids())
+        each = IDENTICAL_CUSTOMERS if extra else len(ids) // identical
+        sizes = [each] * identical + ([extra] if extra else [])
+        children = []
+        offset = 0
+        for index, size in enumerate(sizes):
+            batch = home / f"batch-{index}.json"
+            batch.write_text(json.dumps(ids[offset : offset + size]))
+            offset += size
+            args = ["operator", "--url", sim.url, "--token", sim.token, "--out", str(home)]
+            args += ["--customers-file", str(batch), "--name", f"batch-{index}"]
+            children.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "tests.benchmarks.fetch_paths", *args],
+                    cwd=package,
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+            )
+        results = [
+            json.loads(child.communicate(timeout=CHILD_TIMEOUT)[0].strip().splitlines()[-1])
+            for child in children
+        ]
+        stats = sim.stats()
+    label = f"{identical} identical + 1 quarter" if extra else f"{identical} identical"
+    return SharedRun(
+        version,
+        label,
+        len(sizes),
+        identical,
+        [result["seconds"] for result in results],
+        stats["requests"],
+        stats["throttled"],
+        next((result["failed"] for result in results if "failed" in result), None),
+    )
+
+
+def run() -> tuple[list[str], list[tuple[str, str, bool]]]:
+    """Every case, this version and the one before; returns the markdown section and its targets."""
+    with tempfile.TemporaryDirectory(prefix="metronome-bench-sharing-") as tmp:
+        home = Path(tmp)
+        packages = {"this version": REPO_ROOT, "before": baseline_tree(home / "baseline", BASELINE_COMMIT)}
+        limited = _customer_limited(home, packages)
+        shared = []
+        for identical, extra in MIXES:
+            for version, package in packages.items():
+                progress(f"{identical} processes{' and a quarter' if extra else ''}, {version}")
+                shared.append(_shared(home, package, version, identical, extra))
+    return section(limited, shared), targets(limited, shared)
+
+
+def _limited_pair(runs: list[LimitedRun], version: str) -> tuple[LimitedRun, LimitedRun]:
+    free = next(run for run in runs if run.version == version and not run.limited)
+    limited = next(run for run in runs if run.version == version and run.limited)
+    return free, limited
+
+
+def section(limited: list[LimitedRun], shared: list[SharedRun]) -> list[str]:
+    lines = [
+        "### 12. One account's budget, shared",
+        "",
+        f"{LIMITED_CUSTOMERS} customers, 100 days of invoice breakdowns each ({LIMITED_WINDOWS_PER_PAGE} daily "
+        f"windows a page: 11 pages), organisation budget {ACCOUNT_RATE:g} requests/s:",
+        "",
+        f"| version | one customer at {CUSTOMER_RATE:g} request/s | wall (s) | requests | 429s | "
+        "wall / without the customer limit |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for version in VERSIONS:
+        free, capped = _limited_pair(limited, version)
+        for run in (free, capped):
+            outcome = f"FAILED: {run.failed[:80]}" if run.failed else f"{run.seconds:.1f}"
+            ratio = "" if run.failed or free.failed else f"{run.seconds / free.seconds:.2f}x"
+            lines.append(
+                f"| {version} | {'yes' if run.limited else 'no'} | {outcome} | {run.requests:,} | "
+                f"{run.throttled:,} | {ratio} |"
+            )
+    lines += [
+        "",
+        f"Operator processes started together, one day of their own customers each ({LATENCY_MS:.0f} ms per "
+        f"request), one budget of {SHARED_RATE:g} requests/s:",
+        "",
+        "| version | processes | each one's wall (s) | identical: slowest / fastest | slowest / floor | "
+        "requests | 429s |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    for run in shared:
+        walls = ", ".join(f"{wall:.0f}" for wall in run.walls)
+        outcome = f"FAILED: {run.failed[:80]}" if run.failed else walls
+        lines.append(
+            f"| {run.version} | {run.label} | {outcome} | {run.spread:.2f}x | {run.together:.2f}x "
+            f"(floor {run.floor:.0f} s) | {run.requests:,} | {run.throttled:,} ({run.share:.0%}) |"
+        )
+    lines += [
+        "",
+        "The limited customer is the middle one of the fetch order; its 429s carry "
+        "`X-Metronome-Rate-Limit-Type: customer`, the organisation's `client`. floor = every useful request "
+        "of all the processes / budget (a 429 spends no budget), counted by the simulator. Identical "
+        f"processes have {IDENTICAL_CUSTOMERS} customers each, the quarter {IDENTICAL_CUSTOMERS // 4}; in the "
+        f"4 and 8 cases {MANY_CUSTOMERS} customers are split evenly. `before` is commit "
+        f"`{BASELINE_COMMIT[:7]}`: every 429 paused the account and cut its rate, which then grew back by "
+        "a few percent per success.",
+    ]
+    return lines
+
+
+def targets(limited: list[LimitedRun], shared: list[SharedRun]) -> list[tuple[str, str, bool]]:
+    free, capped = _limited_pair(limited, "this version")
+    ratio = capped.seconds / free.seconds
+    found = [
+        (
+            f"A customer-scoped limit slows the run at most {TARGET_CUSTOMER_LIMIT}x",
+            "failed"
+            if capped.failed or free.failed
+            else f"{ratio:.2f}x ({capped.seconds:.1f} s vs {free.seconds:.1f} s)",
+            not (capped.failed or free.failed) and ratio <= TARGET_CUSTOMER_LIMIT,
+        )
+    ]
+    for run in shared:
+        if run.version != "this version":
+            continue
+        bound = TARGET_TOGETHER_MANY if run.processes > 4 else TARGET_TOGETHER
+        met = (
+            not run.failed
+            and run.spread <= TARGET_SPREAD
+            and run.together <= bound
+            and run.share <= TARGET_THROTTLED
+        )
+        found.append(
+            (
+                f"{run.label} processes on {SHARED_RATE:g} requests/s: identical within {TARGET_SPREAD}x of "
+                f"each other, together within {bound}x the floor, at most {TARGET_THROTTLED:.0%} throttled",
+                "failed"
+                if run.failed
+                else f"{run.spread:.2f}x apart, {run.together:.2f}x the floor, {run.share:.1%} throttled",
+                met,
+            )
+        )
+    return found
+
+
+if __name__ == "__main__":
+    section_lines, found = run()
+    print("\n".join(section_lines))
+    for name, measured, met in found:
+        print(f"- {'PASS' if met else 'MISS'} {name}: {measured}")
