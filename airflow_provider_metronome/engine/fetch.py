@@ -38,6 +38,7 @@ from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Generic, Protocol, TypeVar
 
 from airflow_provider_metronome.exceptions import (
@@ -247,11 +248,13 @@ def fetch_customers(
     """
     # Read the connection once, before the threads race for it.
     _ = hook.settings
-    pending: deque[Future[CustomerResult[ResultT]]] = deque()
+    pending: deque[Future[Any]] = deque()
     pool = ThreadPoolExecutor(max_workers, thread_name_prefix="metronome-fetch")
     # Set when the consumer is done: requests still waiting for the rate controller give up at once.
     stop = threading.Event()
     early: _Prefetch[ResultT] | None = None
+    # Results of customers fetched ahead of a held-back one (its own rate limit, say).
+    ahead: _ResultSpool[ResultT] = _ResultSpool()
 
     def fetch(customer_id: str, attempt: int = 0, pause: float = 0.0) -> Future[CustomerResult[ResultT]]:
         return pool.submit(
@@ -288,6 +291,8 @@ def fetch_customers(
             if len(pending) >= 2 * max_workers:
                 break
 
+        read_ahead = partial(_read_ahead, pending, ahead, queue, submit, max_workers)
+
         def try_again(index: int, result: CustomerResult[ResultT]) -> None:
             """Put a transiently failed customer back in its place, to be fetched after a pause."""
             assert result.failed is not None
@@ -304,10 +309,9 @@ def fetch_customers(
             pending[index] = fetch(result.customer_id, result.attempt + 1, pause)
 
         while pending:
-            _wait_for_head(pending, try_again)
-            result = pending.popleft().result()
-            next_id = next(queue, None)
-            if next_id is not None:
+            _wait_for_head(pending, try_again, read_ahead)
+            result = _claimed(pending.popleft().result(), ahead)
+            while len(pending) < 2 * max_workers and (next_id := next(queue, None)) is not None:
                 submit(next_id)
             if progress is not None:
                 progress.advance(0 if result.value is None else count(result.value))
@@ -315,6 +319,7 @@ def fetch_customers(
     finally:
         stop.set()
         pool.shutdown(wait=True, cancel_futures=True)
+        ahead.close()
         if early is not None:
             early.close()
     if progress is not None:
@@ -429,14 +434,16 @@ class _ResultSpool(Generic[ResultT]):
 
 
 def _wait_for_head(
-    pending: deque[Future[CustomerResult[ResultT]]],
+    pending: deque[Future[Any]],
     try_again: Callable[[int, CustomerResult[ResultT]], None],
+    read_ahead: Callable[[], None],
 ) -> None:
     """Wait until the first customer has its result, acting on every other result as it comes.
 
     A customer that failed for good fails the run at once: there is no point waiting, in order, for
     customers ahead of it (at a throttled rate that can be minutes). One that failed transiently is
-    tried again at once, wherever it stands, rather than when its turn comes.
+    tried again at once, wherever it stands, rather than when its turn comes. While the first one is
+    held back, ``read_ahead`` gives idle workers later customers.
     """
     while True:
         for index, future in enumerate(pending):
@@ -447,7 +454,60 @@ def _wait_for_head(
                 try_again(index, result)
         if pending[0].done():
             return
+        read_ahead()
         wait([future for future in pending if not future.done()], return_when=FIRST_COMPLETED)
+
+
+def _read_ahead(
+    pending: deque[Future[Any]],
+    ahead: _ResultSpool[ResultT],
+    queue: Iterator[str],
+    submit: Callable[[str], None],
+    max_workers: int,
+) -> None:
+    """Keep idle workers busy past a held-back first customer; what they find waits on disk.
+
+    A customer its own rate limit holds back would otherwise stop the run once the customers queued
+    behind it are done: results are handed out in order.
+    """
+    unfinished = sum(not future.done() for future in pending)
+    if pending[0].done() or unfinished >= max_workers:
+        return
+    for index, future in enumerate(pending):
+        found = future.result() if index and future.done() else None
+        if isinstance(found, CustomerResult) and found.failed is None:
+            ahead.put(found)
+            pending[index] = _spooled(found.customer_id)
+    for _ in range(max_workers - unfinished):
+        next_id = next(queue, None)
+        if next_id is None:
+            return
+        submit(next_id)
+
+
+@dataclass(frozen=True)
+class _Spooled:
+    """The place of a customer whose result was read ahead of its turn and waits in a spool."""
+
+    customer_id: str
+    failed: None = None
+
+
+def _claimed(
+    head: CustomerResult[ResultT] | _Spooled, ahead: _ResultSpool[ResultT]
+) -> CustomerResult[ResultT]:
+    """The first customer's result, from the spool when it was read ahead."""
+    if not isinstance(head, _Spooled):
+        return head
+    result = ahead.take(head.customer_id)
+    assert result is not None  # put there by _read_ahead, taken once
+    return result
+
+
+def _spooled(customer_id: str) -> Future[Any]:
+    done: Future[Any] = Future()
+    done.set_result(_Spooled(customer_id))
+    return done
 
 
 def _fetch_one(
