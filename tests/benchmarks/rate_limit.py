@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.benchmarks.common import REPO_ROOT, airflow_env, run_child
+from tests.benchmarks.common import REPO_ROOT, airflow_env, package_at, run_child
 from tests.benchmarks.simulator_process import SimulatorProcess
 
 BASELINE_COMMIT = "ed850a0d10ceda02718ad42d9544643bbb42eed0"
@@ -72,15 +72,7 @@ def progress(message: str) -> None:
 
 def baseline_tree(folder: Path, commit: str = BASELINE_COMMIT) -> Path:
     """The package as it was at ``commit`` (default: before the rate controller), unpacked from git."""
-    folder.mkdir()
-    archive = subprocess.run(
-        ["git", "archive", commit, "airflow_provider_metronome"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        check=True,
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
-    return folder
+    return package_at(commit, folder)
 
 
 def _options(rate: float | None, retry_after: str | None) -> list[str]:
