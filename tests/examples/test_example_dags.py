@@ -46,8 +46,6 @@ def test_example_dag_parses_cleanly_without_network(
     assert set(dagbag.dag_ids) == EXPECTED_DAGS[file_name]
     assert connect.call_count == 0
     assert simulator.requests == []
-    (stats,) = dagbag.dagbag_stats
-    assert stats.duration.total_seconds() < 1.0, f"{file_name} took {stats.duration} to parse"
 
 
 # -- production waits, and a first try's ------------------------------------------------------------------
