@@ -39,7 +39,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Generic, Protocol, TypeVar
+from typing import IO, Any, Generic, Protocol, TypeVar
 
 from airflow_provider_metronome.exceptions import (
     MetronomeAPIError,
@@ -404,8 +404,8 @@ class _ResultSpool(Generic[ResultT]):
     """
 
     def __init__(self) -> None:
-        # Open for the whole fetch, closed by close(): no single block holds it.
-        self._file = tempfile.TemporaryFile(prefix="metronome-results-")  # noqa: SIM115
+        # Opened by the first result that needs it (most fetches never spool one), closed by close().
+        self._file: IO[bytes] | None = None
         self._where: dict[str, tuple[int, int]] = {}
         self._kept: dict[str, CustomerResult[ResultT]] = {}
 
@@ -413,6 +413,8 @@ class _ResultSpool(Generic[ResultT]):
         if result.skipped is not None or result.failed is not None:
             self._kept[result.customer_id] = result
             return
+        if self._file is None:
+            self._file = tempfile.TemporaryFile(prefix="metronome-results-")  # noqa: SIM115
         data = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
         offset = self._file.seek(0, 2)
         self._file.write(data)
@@ -423,14 +425,15 @@ class _ResultSpool(Generic[ResultT]):
         if kept is not None:
             return kept
         where = self._where.pop(customer_id, None)
-        if where is None:
+        if where is None or self._file is None:
             return None
         self._file.seek(where[0])
         result: CustomerResult[ResultT] = pickle.loads(self._file.read(where[1]))
         return result
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
 
 
 def _wait_for_head(
