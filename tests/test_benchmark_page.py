@@ -225,3 +225,13 @@ def test_the_published_page_has_one_region_per_part_and_the_targets() -> None:
     assert re.findall(r"^<!-- bench:([\w-]+) -->$", text, re.MULTILINE) == ["targets", *PARTS]
     rows = [line for line in region(text, "targets").splitlines() if run.TARGET_ROW.match(line)]
     assert {row.split(" | ")[0].strip("| ") for row in rows} - {"part"} == set(PARTS)
+
+
+def test_the_readme_headline_is_the_published_page_s() -> None:
+    readme = run.README.read_text(encoding="utf-8")
+
+    assert region(readme, run.HEADLINE_REGION).splitlines() == run.headline(
+        run.PAGE.read_text(encoding="utf-8")
+    )
+    assert "| sharing | A customer-scoped limit slows the run at most 1.25x |" in readme
+    assert "**2 CPUs**" in region(readme, run.HEADLINE_REGION)

@@ -344,7 +344,7 @@ class MetronomeHook(BaseHook):
                 raise error_for_status(
                     response.status_code, message, method="GET", path=path, retried=failures > 0
                 )
-            self.rate_controller.on_success(customer)
+            self.rate_controller.on_success(customer, sent_at)
             if not read_json:
                 return response, None
             try:

@@ -12,7 +12,9 @@ spirit of the AWS SDKs' adaptive retry mode and TCP's AIMD:
   second of sending over the last seconds (75 % when that is clearly less than the time before: another
   process is taking a bigger share), once per round of requests;
 - a 429 of a customer's own limit (``customer``) holds back that customer's requests alone, spaced by
-  what its limit was seen to allow; the account's pace and rate stay as they are;
+  what its limit allows: searched from its 429s (doubling until one succeeds, then halving the gap
+  between the spacings refused and allowed), and taking the account's first free start at or after
+  its own; the account's pace and rate stay as they are;
 - after a cut the rate grows with the seconds of successes, not their number: back to where it was
   throttled in a few seconds, then on by the same requests/s per second in every process, faster the
   longer nothing is throttled. Unequal shares of processes sharing a budget therefore move towards
@@ -62,14 +64,23 @@ MAX_PAUSE = 8.0
 # A pause of its own (no Retry-After) doubles up to this: longer, a process sharing the budget with
 # others hands them its share while it waits, and the cut rate already keeps the rest away.
 MAX_BACKOFF_PAUSE = 0.5
-# A customer's first 429 of its own limit holds its requests back this long (then doubling).
+# A customer's first 429 of its own limit holds its requests back this long after it (then doubling,
+# from that first 429, until one succeeds).
 CUSTOMER_FIRST_BACKOFF = 0.25
-# A held-back customer's 429 after a success: its spacing becomes this much more than the one that
-# failed; each success shrinks it by the recovery factor, so it keeps close to what its limit allows.
-CUSTOMER_SPACING_MARGIN = 1.1
-CUSTOMER_RECOVERY = 0.99
-# Spaced by less than this, a customer is no longer held back: its backoff is forgotten.
+# Once a held-back customer's requests succeed, its spacing (between the starts of its successful
+# requests) is searched between the longest spacing refused and the shortest allowed: halfway, until
+# they are this close (a share of the allowed one); then the allowed one is kept.
+CUSTOMER_SPACING_PRECISION = 0.03
+# The first spacing a held-back customer is allowed is searched down from, to this share of it first.
+CUSTOMER_FIRST_GUESS = 0.9
+# A spacing allowed before and refused now (its limit fell, or another process spends it too): the
+# search starts again this much above it.
+CUSTOMER_SPACING_GROWTH = 1.25
+# Each success lowers the refused spacing this much: a limit that rises is found again.
+CUSTOMER_RECOVERY = 0.995
+# Spaced by less than this, or this many successes without a 429, a customer is no longer held back.
 CUSTOMER_FORGET_BELOW = 0.01
+CUSTOMER_FORGET_AFTER = 50
 DEFAULT_GIVE_UP_AFTER = 300.0
 
 
@@ -102,16 +113,67 @@ class RateSnapshot:
 
 @dataclass
 class _CustomerBackoff:
-    """How one customer's requests wait after its own limit (a customer-scoped 429) answered them."""
+    """How one customer's requests wait after its own limit (a customer-scoped 429) answered them.
+
+    Its requests start no closer together than ``interval``, counted from the start of its latest
+    successful request (``anchor``). The interval is searched: doubling from the first 429 until a
+    request succeeds, then halfway between the spacings seen refused and allowed.
+    """
 
     since: float
-    """When it last succeeded (or was first held back)."""
+    """When it last succeeded (or was first held back): how long it has been refused."""
+    anchor: float
+    """The start of its latest successful request, or of its first 429 while none has succeeded."""
+    not_before: float
     interval: float = 0.0
-    """The spacing of its request starts, learnt from its 429s, shrunk a little by each success."""
-    not_before: float = 0.0
-    started: tuple[float | None, float | None] = (None, None)
-    """When its two latest requests started, the later last."""
-    failed_last: bool = True
+    succeeded: bool = False
+    """Whether ``anchor`` is a success: spacings from it tell what its limit allows."""
+    refused: float = 0.0
+    """The longest spacing from a success that its limit refused (lowered by each success)."""
+    allowed: float | None = None
+    """The shortest spacing from a success that its limit allowed."""
+    successes: int = 0
+    """Successes since its latest 429."""
+
+    def reserve(self, start: float) -> None:
+        """A request of it starts at ``start``: the next one waits its interval (concurrent requests too)."""
+        self.not_before = max(self.not_before, start + self.interval)
+
+    def refuse(self, sent_at: float, now: float) -> None:
+        spacing = sent_at - self.anchor
+        if not self.succeeded:
+            self.interval = max(spacing * 2, CUSTOMER_FIRST_BACKOFF)
+        elif self.allowed is not None and spacing < self.allowed:
+            self.refused = max(self.refused, spacing)
+            self.interval = self._searched(self.allowed)
+        else:
+            self.allowed, self.refused = None, spacing
+            self.interval = spacing * CUSTOMER_SPACING_GROWTH
+        self.interval = min(self.interval, MAX_PAUSE)
+        self.successes = 0
+        self.not_before = max(now, self.anchor + self.interval)
+
+    def allow(self, sent_at: float, now: float) -> None:
+        if self.succeeded:
+            spacing = sent_at - self.anchor
+            if self.allowed is None:
+                # Its first spacing allowed: its limit allows about that much, refuses a little less.
+                self.allowed, self.refused = spacing, max(self.refused, spacing * CUSTOMER_FIRST_GUESS)
+            self.allowed = min(self.allowed, spacing)
+            self.refused = min(self.refused * CUSTOMER_RECOVERY, self.allowed)
+            self.interval = self._searched(self.allowed)
+        self.since, self.anchor, self.succeeded = now, sent_at, True
+        self.successes += 1
+        self.not_before = sent_at + self.interval
+
+    @property
+    def forgotten(self) -> bool:
+        return self.interval < CUSTOMER_FORGET_BELOW or self.successes >= CUSTOMER_FORGET_AFTER
+
+    def _searched(self, allowed: float) -> float:
+        if allowed - self.refused <= allowed * CUSTOMER_SPACING_PRECISION:
+            return allowed
+        return (self.refused + allowed) / 2
 
 
 class RateController:
@@ -169,48 +231,43 @@ class RateController:
     def acquire(self, customer: str | None = None) -> float:
         """Block until a request (for ``customer``, if it names one) may start; returns when it starts.
 
-        A customer whose own limit answered 429 waits for its backoff first, without holding up anyone.
+        A customer whose own limit answered 429 waits for its backoff too, without holding up anyone:
+        it takes the account's first free start at or after its own.
 
         :raises WaitCancelled: the caller's stop event (:func:`stop_waiting_on`) was set meanwhile.
         """
         stop = _stop_waiting.get()
-        if customer is not None:
-            self._wait_for_customer(customer, stop)
         while True:
             if stop is not None and stop.is_set():
                 raise WaitCancelled
             with self._lock:
                 now = self._clock()
                 if now >= self._paused_until:
-                    if self.adaptive:
-                        self._sent.append(now)
-                    if self._rate is None:
-                        return now
-                    start = max(now, self._next_start)
-                    self._next_start = start + 1.0 / self._rate
-                    if start <= now:
-                        return now
-                    wait, reserved = start - now, True
+                    start = now if self._rate is None else max(now, self._next_start)
+                    backoff = None if customer is None else self._customers.get(customer)
+                    early = 0.0 if backoff is None else backoff.not_before - start
+                    if early <= 0:
+                        if backoff is not None:
+                            backoff.reserve(start)
+                        if self.adaptive:
+                            self._sent.append(now)
+                        if self._rate is None:
+                            return now
+                        self._next_start = start + 1.0 / self._rate
+                        if start <= now:
+                            return now
+                        wait, reserved = start - now, True
+                    else:
+                        # Not a reservation: the account's later starts stay free for other customers.
+                        # Looked at again at least once an account interval, to take the first start
+                        # at or after its own.
+                        interval = 1.0 / self._rate if self._rate else early
+                        wait, reserved = min(early, interval), False
                 else:
                     wait, reserved = self._paused_until - now, False
             self._wait(wait, stop)
             if reserved and self._clock() >= self._paused_until:
                 return self._clock()
-
-    def _wait_for_customer(self, customer: str, stop: threading.Event | None) -> None:
-        while True:
-            if stop is not None and stop.is_set():
-                raise WaitCancelled
-            with self._lock:
-                backoff = self._customers.get(customer)
-                now = self._clock()
-                if backoff is None or now >= backoff.not_before:
-                    if backoff is not None:
-                        backoff.not_before = now + backoff.interval
-                        backoff.started = (backoff.started[1], now)
-                    return
-                wait = backoff.not_before - now
-            self._wait(wait, stop)
 
     def _wait(self, seconds: float, stop: threading.Event | None) -> None:
         if stop is None:
@@ -218,7 +275,8 @@ class RateController:
         elif stop.wait(seconds):
             raise WaitCancelled
 
-    def on_success(self, customer: str | None = None) -> None:
+    def on_success(self, customer: str | None = None, sent_at: float | None = None) -> None:
+        """A request (for ``customer``, started at ``sent_at``: default now) succeeded."""
         if not self.adaptive:
             return
         with self._lock:
@@ -228,7 +286,7 @@ class RateController:
             self._successes.append(now)
             self._forget_before(now - MEASURE_SECONDS)
             if customer is not None:
-                self._customer_succeeded(customer)
+                self._customer_succeeded(customer, now if sent_at is None else sent_at, now)
             if self._rate is None:
                 return
             self._grown_for += min(now - self._last_growth, MAX_GROWTH_STEP)
@@ -249,41 +307,32 @@ class RateController:
         probing = seconds - REGROW_SECONDS
         return self._plateau + PROBE_ACCELERATION * probing**2 + additive
 
-    def _customer_succeeded(self, customer: str) -> None:
+    def _customer_succeeded(self, customer: str, sent_at: float, now: float) -> None:
         backoff = self._customers.get(customer)
         if backoff is None:
             return
-        backoff.since = self._clock()
-        backoff.failed_last = False
-        backoff.interval *= CUSTOMER_RECOVERY
-        # Spaced by no more than a request takes, it is not held back any more: forget it.
-        if backoff.interval < CUSTOMER_FORGET_BELOW:
+        backoff.allow(sent_at, now)
+        if backoff.forgotten:
             del self._customers[customer]
 
     def on_throttled(self, sent_at: float, requested_wait: float | None, customer: str | None = None) -> None:
         """A request sent at ``sent_at`` was answered 429.
 
         With ``customer`` (the customer's own limit answered), only that customer's requests wait: for
-        ``requested_wait``, else for its backoff: doubled while its 429s follow one another, else a
-        little more than the spacing that failed. Otherwise (the
+        ``requested_wait``, else for its backoff (see :class:`_CustomerBackoff`). Otherwise (the
         account's limit) every sender pauses, and the rate is cut once a round.
         """
         with self._lock:
             now = self._clock()
             self.throttled += 1
             if customer is not None:
-                backoff = self._customers.setdefault(customer, _CustomerBackoff(since=now))
-                previous, latest = backoff.started
+                backoff = self._customers.setdefault(
+                    customer, _CustomerBackoff(since=now, anchor=sent_at, not_before=now)
+                )
+                backoff.refuse(sent_at, now)
                 if requested_wait is not None:
-                    backoff.interval = requested_wait
-                elif backoff.failed_last or previous is None or latest is None:
-                    backoff.interval = min(max(backoff.interval * 2, CUSTOMER_FIRST_BACKOFF), MAX_PAUSE)
-                else:
-                    # It succeeded, then failed this much later: its limit needs a little more than that.
-                    spacing = max(backoff.interval, latest - previous) * CUSTOMER_SPACING_MARGIN
-                    backoff.interval = min(spacing, MAX_PAUSE)
-                backoff.failed_last = True
-                backoff.not_before = max(backoff.not_before, now + min(backoff.interval, MAX_PAUSE))
+                    # The server knows when it will take one again; the spacing learnt is for later.
+                    backoff.not_before = now + min(requested_wait, MAX_PAUSE)
                 return
             # Requests already in flight when the rate was cut say nothing about the new rate, nor
             # about how long to pause.

@@ -639,11 +639,48 @@ def now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
+# The README's region of headline figures: these parts' rows of the targets table, with when and on
+# what they were measured, copied from the page so that the README never claims what the page does not.
+README = REPO_ROOT / "README.md"
+HEADLINE_REGION = "headline"
+HEADLINE_PARTS = ("gateway", "listing", "sharing")
+MEASURED_LINE = re.compile(
+    r"^Measured by `[^`]+`, (?P<span>.+?), on (?P<machine>.+?)\.(?:\s|$)", re.MULTILINE
+)
+
+
+def headline(page_text: str) -> list[str]:
+    """The README's headline region from the page: the headline parts' target rows, then when and where."""
+    rows = [
+        line
+        for line in region_lines(page_text, TARGETS_REGION)
+        if (match := TARGET_ROW.match(line)) and match["part"] in HEADLINE_PARTS
+    ]
+    measured = []
+    for part in HEADLINE_PARTS:
+        found = MEASURED_LINE.search("\n".join(region_lines(page_text, part)))
+        if found is None:
+            raise PageError(f"the page's region {part} does not say when it was measured")
+        measured.append((part, found["span"], found["machine"]))
+    by_machine: dict[str, list[str]] = {}
+    for part, moment, machine in measured:
+        by_machine.setdefault(machine, []).append(f"`{part}` {moment}")
+    where = "; ".join(f"{', '.join(parts)}, on {machine}" for machine, parts in by_machine.items())
+    return ["", *TARGETS_HEADER, *rows, "", f"Measured {where}.", ""]
+
+
 def record(page: Path, part: str, lines: Sequence[str], targets: Sequence[Target], run: str) -> None:
-    """Write one part's results into ``page``, as measured by ``run`` (the command and its time)."""
+    """Write one part's results into ``page``, as measured by ``run`` (the command and its time).
+
+    The published page's headline parts are copied into the README's headline region too.
+    """
     measured = f"Measured by {run}, on {machine()}."
-    save(page, write_part(page.read_text(encoding="utf-8"), part, lines, targets, measured))
+    text = write_part(page.read_text(encoding="utf-8"), part, lines, targets, measured)
+    save(page, text)
     progress(f"{part}: written to {page}")
+    if page == PAGE and part in HEADLINE_PARTS:
+        save(README, replace_region(README.read_text(encoding="utf-8"), HEADLINE_REGION, headline(text)))
+        progress(f"{part}: headline written to {README}")
 
 
 def save(path: Path, text: str) -> None:

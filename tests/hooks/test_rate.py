@@ -16,6 +16,7 @@ from airflow_provider_metronome.hooks.metronome import MetronomeHook
 from airflow_provider_metronome.hooks.rate import RateController
 from airflow_provider_metronome.hooks.retry import RetryPolicy
 from airflow_provider_metronome.testing import DEFAULT_TOKEN, Fault, MetronomeSimulator, RateLimit
+from airflow_provider_metronome.testing.rate_limit import RateLimiter
 from tests.support.runs import connection_json
 
 CUSTOMERS = "/v1/customers"
@@ -382,3 +383,28 @@ def test_a_customer_its_own_limit_refuses_for_too_long_fails_naming_that_limit(
     assert DEFAULT_TOKEN not in message
     assert costs_of(hook, other)  # the others were never held back
     assert hook.rate_snapshot().rate is None
+
+
+def test_a_held_back_customer_is_spaced_close_to_what_its_own_limit_allows() -> None:
+    # The simulator's token bucket on the same fake clock: one request a second for this customer.
+    clock = FakeClock()
+    limits = RateLimiter(None, clock=clock, customer_limits={"busy": RateLimit(rate=1.0)})
+    rate = controller(clock)
+    allowed: list[float] = []
+    while len(allowed) < 30:
+        sent = rate.acquire("busy")
+        clock.now += 0.02  # the request's round trip
+        refusal = limits.admit(DEFAULT_TOKEN, "costs", "busy")
+        if refusal is None:
+            allowed.append(sent)
+            rate.on_success("busy", sent)
+        else:
+            rate.on_throttled(sent, requested_wait=None, customer="busy")
+
+    spacings = [later - earlier for earlier, later in itertools.pairwise(allowed)]
+    # Once its spacing is found, the customer gets within a few percent of its limit's pace...
+    assert sum(spacings[-20:]) / 20 <= 1.05
+    # ...without turning every other request into a 429.
+    assert rate.snapshot().throttled <= len(allowed) // 2
+    # The account was never paced for it.
+    assert rate.snapshot().rate is None
