@@ -656,15 +656,12 @@ def headline(page_text: str) -> list[str]:
         for line in region_lines(page_text, TARGETS_REGION)
         if (match := TARGET_ROW.match(line)) and match["part"] in HEADLINE_PARTS
     ]
-    measured = []
+    by_machine: dict[str, list[str]] = {}
     for part in HEADLINE_PARTS:
         found = MEASURED_LINE.search("\n".join(region_lines(page_text, part)))
         if found is None:
             raise PageError(f"the page's region {part} does not say when it was measured")
-        measured.append((part, found["span"], found["machine"]))
-    by_machine: dict[str, list[str]] = {}
-    for part, moment, machine in measured:
-        by_machine.setdefault(machine, []).append(f"`{part}` {moment}")
+        by_machine.setdefault(found["machine"], []).append(f"`{part}` {found['span']}")
     where = "; ".join(f"{', '.join(parts)}, on {machine}" for machine, parts in by_machine.items())
     return ["", *TARGETS_HEADER, *rows, "", f"Measured {where}.", ""]
 

@@ -243,13 +243,13 @@ def section(limited: list[LimitedRun], shared: list[SharedRun]) -> list[str]:
         f"requests | 429s | of which in the first {START_SECONDS:g} s |",
         "|---|---|---|---:|---:|---:|---:|---:|",
     ]
-    for run in shared:
-        walls = ", ".join(f"{wall:.0f}" for wall in run.walls)
-        outcome = f"FAILED: {run.failed[:80]}" if run.failed else walls
+    for case in shared:
+        walls = ", ".join(f"{wall:.0f}" for wall in case.walls)
+        outcome = f"FAILED: {case.failed[:80]}" if case.failed else walls
         lines.append(
-            f"| {run.version} | {run.label} | {outcome} | {run.spread:.2f}x | {run.together:.2f}x "
-            f"(floor {run.floor:.0f} s) | {run.requests:,} | {run.throttled:,} ({run.share:.0%}) | "
-            f"{run.throttled_at_start:,} |"
+            f"| {case.version} | {case.label} | {outcome} | {case.spread:.2f}x | {case.together:.2f}x "
+            f"(floor {case.floor:.0f} s) | {case.requests:,} | {case.throttled:,} ({case.share:.0%}) | "
+            f"{case.throttled_at_start:,} |"
         )
     lines += [
         "",

@@ -42,6 +42,7 @@ from airflow_provider_metronome.testing.arguments import (
     customer_rate_limit,
     gateway_timeout,
 )
+from airflow_provider_metronome.testing.request_log import RequestRecord
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FROZEN_NOW = "2024-02-01T00:00:00+00:00"
@@ -54,9 +55,14 @@ def _endpoint(path: str) -> str:
     return path.rsplit("/", 1)[-1] if path.startswith("/v1/customers/") else "other"
 
 
+def _first_arrival(records: Sequence[RequestRecord]) -> float:
+    """When the first of ``records`` arrived: the zero of the seconds the commands report."""
+    return min((record.started_at for record in records), default=0.0)
+
+
 def _stats(sim: MetronomeSimulator) -> dict[str, Any]:
     records = sim.requests
-    first = min((record.started_at for record in records), default=0.0)
+    first = _first_arrival(records)
     return {
         "requests": len(records),
         "by_endpoint": dict(Counter(_endpoint(record.path) for record in records)),
@@ -72,7 +78,7 @@ def _stats(sim: MetronomeSimulator) -> dict[str, Any]:
 def _timeline(sim: MetronomeSimulator, customer_id: str) -> dict[str, Any]:
     """The ``timeline`` command: when each request for ``customer_id`` arrived, and its status."""
     records = sim.requests
-    first = min((record.started_at for record in records), default=0.0)
+    first = _first_arrival(records)
     return {
         "requests": [
             [round(record.started_at - first, 3), record.status]
