@@ -10,14 +10,18 @@ spirit of the AWS SDKs' adaptive retry mode and TCP's AIMD:
   (for the server's ``Retry-After`` when it gives one, else one request interval, doubling while rounds
   of 429s follow one another, briefly) and cuts the rate to 90 % of the rate that actually succeeded per
   second of sending over the last seconds (75 % when that is clearly less than the time before: another
-  process is taking a bigger share), once per round of requests;
+  process is taking a bigger share), once per round of requests, and never below 80 % of the rate it
+  was sending at: a few seconds' successes are luck when processes share a budget;
+- a request waiting for its turn is paced afresh at every look, from the latest start and the current
+  rate: none holds a start reserved at an older rate, so a cut or a regrown rate applies to every
+  waiting request at once;
 - a 429 of a customer's own limit (``customer``) holds back that customer's requests alone, spaced by
   what its limit allows: searched from its 429s (doubling until one succeeds, then halving the gap
-  between the spacings refused and allowed), and taking the account's first free start at or after
-  its own; the account's pace and rate stay as they are;
-- after a cut the rate grows with the seconds of successes, not their number: back to where it was
-  throttled in a few seconds, then on by the same requests/s per second in every process, faster the
-  longer nothing is throttled. Unequal shares of processes sharing a budget therefore move towards
+  between the spacings refused and allowed), and, once its time has come, taking the account's next
+  start ahead of other customers' requests; the account's pace and rate stay as they are;
+- after a cut the rate grows with the seconds of successes, not their number (every second of them,
+  however slow the pacing): back to where it was throttled in a few seconds, then on by the same
+  requests/s per second in every process, faster the longer nothing is throttled. Unequal shares of processes sharing a budget therefore move towards
   each other (the cuts are in proportion, the growth is not), and a share another process leaves is
   taken up within seconds;
   the controller goes back to unpaced once it has grown far past anything throttled;
@@ -26,6 +30,7 @@ spirit of the AWS SDKs' adaptive retry mode and TCP's AIMD:
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -35,6 +40,10 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 
 CUT_FACTOR = 0.9
+# One cut takes the rate at most this far below its current rate, whatever was measured: a few
+# seconds' successes are luck when processes share a budget (who got the first requests in), and
+# processes with the same work come down together instead of keeping the shares of their first second.
+MEASURED_AT_LEAST = 0.8
 # Throttled at less than this share of the rate it was throttled at the time before, a process is
 # losing ground to another one that takes a bigger share...
 LOSING_BELOW = 0.95
@@ -54,7 +63,8 @@ PROBE_ACCELERATION = 0.4
 # Every second of successes adds this many requests/s besides, the same for every process: the
 # additive increase that makes unequal shares converge (cuts are in proportion to the rate).
 ADDITIVE_STEP = 0.15
-# A pause between successes (an idle account) counts at most this long towards regrowing.
+# A pause between successes (an idle account) counts at most this long towards regrowing, or two
+# request intervals when paced slower than that.
 MAX_GROWTH_STEP = 1.0
 # Far above any rate a limit was seen at, pacing is pointless: go back to sending freely.
 UNPACED_ABOVE = 1000.0
@@ -71,8 +81,9 @@ CUSTOMER_FIRST_BACKOFF = 0.25
 # requests) is searched between the longest spacing refused and the shortest allowed: halfway, until
 # they are this close (a share of the allowed one); then the allowed one is kept.
 CUSTOMER_SPACING_PRECISION = 0.03
-# The first spacing a held-back customer is allowed is searched down from, to this share of it first.
-CUSTOMER_FIRST_GUESS = 0.9
+# The first spacing a held-back customer is allowed is searched down from, to this share of it first:
+# it can be well above what its limit allows (the doubling from its first 429 overshoots).
+CUSTOMER_FIRST_GUESS = 0.5
 # A spacing allowed before and refused now (its limit fell, or another process spends it too): the
 # search starts again this much above it.
 CUSTOMER_SPACING_GROWTH = 1.25
@@ -157,7 +168,7 @@ class _CustomerBackoff:
         if self.succeeded:
             spacing = sent_at - self.anchor
             if self.allowed is None:
-                # Its first spacing allowed: its limit allows about that much, refuses a little less.
+                # Its first spacing allowed: its limit allows at least that much; search down from there.
                 self.allowed, self.refused = spacing, max(self.refused, spacing * CUSTOMER_FIRST_GUESS)
             self.allowed = min(self.allowed, spacing)
             self.refused = min(self.refused * CUSTOMER_RECOVERY, self.allowed)
@@ -200,7 +211,7 @@ class RateController:
         self.max_rate = max_rate
         self.give_up_after = give_up_after
         self._rate = max_rate
-        self._next_start = 0.0
+        self._last_start = -math.inf
         self._paused_until = 0.0
         self._last_cut = -1.0
         self._streak = 0
@@ -214,6 +225,8 @@ class RateController:
         self._grown_for = 0.0
         self._last_growth = 0.0
         self._customers: dict[str, _CustomerBackoff] = {}
+        # Held-back customers whose time has come, waiting for the account's next start.
+        self._due: set[str] = set()
         self.throttled = 0
 
     def configure(self, max_rate: float | None, give_up_after: float) -> None:
@@ -231,43 +244,63 @@ class RateController:
     def acquire(self, customer: str | None = None) -> float:
         """Block until a request (for ``customer``, if it names one) may start; returns when it starts.
 
-        A customer whose own limit answered 429 waits for its backoff too, without holding up anyone:
-        it takes the account's first free start at or after its own.
+        A customer whose own limit answered 429 waits for its backoff too, without holding up anyone
+        until its time has come; then the account's next start is its own.
 
         :raises WaitCancelled: the caller's stop event (:func:`stop_waiting_on`) was set meanwhile.
         """
         stop = _stop_waiting.get()
-        while True:
-            if stop is not None and stop.is_set():
-                raise WaitCancelled
-            with self._lock:
-                now = self._clock()
-                if now >= self._paused_until:
-                    start = now if self._rate is None else max(now, self._next_start)
-                    backoff = None if customer is None else self._customers.get(customer)
-                    early = 0.0 if backoff is None else backoff.not_before - start
-                    if early <= 0:
-                        if backoff is not None:
-                            backoff.reserve(start)
-                        if self.adaptive:
-                            self._sent.append(now)
-                        if self._rate is None:
-                            return now
-                        self._next_start = start + 1.0 / self._rate
-                        if start <= now:
-                            return now
-                        wait, reserved = start - now, True
-                    else:
-                        # Not a reservation: the account's later starts stay free for other customers.
-                        # Looked at again at least once an account interval, to take the first start
-                        # at or after its own.
-                        interval = 1.0 / self._rate if self._rate else early
-                        wait, reserved = min(early, interval), False
-                else:
-                    wait, reserved = self._paused_until - now, False
-            self._wait(wait, stop)
-            if reserved and self._clock() >= self._paused_until:
-                return self._clock()
+        try:
+            while True:
+                if stop is not None and stop.is_set():
+                    raise WaitCancelled
+                with self._lock:
+                    wait = self._wait_before_start(customer)
+                    if wait <= 0:
+                        return self._start(customer)
+                self._wait(wait, stop)
+        finally:
+            if customer is not None:
+                with self._lock:
+                    self._due.discard(customer)
+
+    def _wait_before_start(self, customer: str | None) -> float:
+        """How long until a request for ``customer`` may start (0 or less: now).
+
+        Worked out afresh at every look, from the latest start and the current rate, and never
+        reserved ahead: a rate cut or regrown meanwhile applies to every waiting request at once.
+        """
+        now = self._clock()
+        if now < self._paused_until:
+            return self._paused_until - now
+        interval = 0.0 if self._rate is None else 1.0 / self._rate
+        wait = self._last_start + interval - now
+        backoff = None if customer is None else self._customers.get(customer)
+        if backoff is not None and customer is not None:
+            early = backoff.not_before - now
+            if early > max(wait, 0.0):
+                # Looked at again at least once an account interval, to take the first free start at
+                # or after its own.
+                return min(early, interval or early)
+            # Its time has come: the account's next start is its own, not the first other worker's
+            # to look (eight workers racing for each start would keep it waiting several of them).
+            self._due.add(customer)
+            return wait
+        if self._due and interval:
+            return max(wait, 0.0) + interval
+        return wait
+
+    def _start(self, customer: str | None) -> float:
+        now = self._clock()
+        self._last_start = now
+        backoff = None if customer is None else self._customers.get(customer)
+        if backoff is not None:
+            backoff.reserve(now)
+        if customer is not None:
+            self._due.discard(customer)
+        if self.adaptive:
+            self._sent.append(now)
+        return now
 
     def _wait(self, seconds: float, stop: threading.Event | None) -> None:
         if stop is None:
@@ -289,7 +322,8 @@ class RateController:
                 self._customer_succeeded(customer, now if sent_at is None else sent_at, now)
             if self._rate is None:
                 return
-            self._grown_for += min(now - self._last_growth, MAX_GROWTH_STEP)
+            # Paced, successes come one interval apart: all of it counts, however slow the rate.
+            self._grown_for += min(now - self._last_growth, max(MAX_GROWTH_STEP, 2.0 / self._rate))
             self._last_growth = now
             grown = self._regrown(self._grown_for)
             if self.max_rate is not None:
@@ -362,10 +396,11 @@ class RateController:
         current = self._rate if self._rate is not None else sent
         # Successes per second of sending tell what the budget grants once a second has been sent;
         # before that, a burst is no measure. Counted from the first request sent, so that a process
-        # the others leave little of the budget learns it in one cut.
+        # the others leave little of the budget learns it in a few cuts (each at most to
+        # MEASURED_AT_LEAST of the rate sent).
         measured = bool(self._sent) and now - self._sent[0] >= 1.0
         estimate = _per_second(self._successes, now, self._sent[0]) if measured else current
-        throttled_at = max(min(current, estimate), MIN_RATE)
+        throttled_at = max(min(current, max(estimate, current * MEASURED_AT_LEAST)), MIN_RATE)
         # Throttled lower than last time, another sender is taking a bigger share: come back to a
         # little less than this time, leaving it room (TCP CUBIC's fast convergence).
         losing = throttled_at < self._throttled_at_rate * LOSING_BELOW

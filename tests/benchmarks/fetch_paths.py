@@ -175,17 +175,21 @@ def run_operator(
     *,
     source: str = "costs",
     window: tuple[str, str] = (STARTING_ON, ENDING_BEFORE),
+    task_requests_per_second: float | None = None,
 ) -> dict[str, Any]:
     """``MetronomeCostsOperator.execute()`` with its defaults, to a ``file://`` JSON Lines object.
 
     :param max_workers: None for the operator's default.
     :param customer_ids: None for the customers of the window (listed by the operator).
     :param window: ``starting_on`` and ``ending_before``.
+    :param task_requests_per_second: the operator's own cap (None: none).
     A failed run is reported (``failed``), not raised: the rate-limit part publishes failures too.
     """
     from airflow_provider_metronome.operators.costs import MetronomeCostsOperator
 
     tuning: dict[str, Any] = {} if max_workers is None else {"max_workers": max_workers}
+    if task_requests_per_second is not None:
+        tuning["task_requests_per_second"] = task_requests_per_second
     operator = MetronomeCostsOperator(
         task_id="costs",
         customer_ids=customer_ids,
@@ -285,11 +289,25 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--source", default="costs", help="operator only: costs or invoice_breakdowns")
     parser.add_argument("--starting-on", default=STARTING_ON, help="operator only: the window's start")
     parser.add_argument("--ending-before", default=ENDING_BEFORE, help="operator only: the window's end")
+    parser.add_argument(
+        "--task-requests-per-second", type=float, help="operator only: the task's own cap on its requests"
+    )
     args = parser.parse_args(argv)
     if args.path == "operator":
         ids = json.loads(args.customers_file.read_text()) if args.customers_file else None
         window = (args.starting_on, args.ending_before)
-        emit(run_operator(args.out, args.max_workers, ids, args.name, source=args.source, window=window))
+        cap = args.task_requests_per_second
+        emit(
+            run_operator(
+                args.out,
+                args.max_workers,
+                ids,
+                args.name,
+                source=args.source,
+                window=window,
+                task_requests_per_second=cap,
+            )
+        )
     elif args.path == "requests-tenacity":
         emit(run_requests_tenacity(args.url, args.token, args.out))
     elif args.path == "requests":

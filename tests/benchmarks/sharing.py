@@ -21,12 +21,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tests.benchmarks.common import CHILD_TIMEOUT, REPO_ROOT, airflow_env, run_child
 from tests.benchmarks.rate_limit import baseline_tree
-from tests.benchmarks.simulator_process import SimulatorProcess
+from tests.benchmarks.simulator_process import Arrival, SimulatorProcess
 
 BASELINE_COMMIT = "5eb00cfaabe296f50d7da60fd1fbfcbfeb59134f"
 VERSIONS = ("this version", "before")
@@ -43,9 +43,17 @@ IDENTICAL_CUSTOMERS = 200
 # (identical processes, customers of an extra process): three plus a quarter, then four and eight.
 MIXES = ((3, IDENTICAL_CUSTOMERS // 4), (4, 0), (8, 0))
 MANY_CUSTOMERS = 640  # split between the processes of the 4 and 8 cases
+# Who gets the first requests in decides the first shares, so one run's spread is luck as much as
+# the controller: this version's cases run this many times, and the run of the median spread is shown.
+RUNS = {"this version": 3, "before": 1}
+# Then the budget split by hand (each process's task_requests_per_second = budget / processes): what
+# a known budget gives, beside what adapting to 429s gives.
+CAPPED_PROCESSES = 8
 
 # Until its first 429 a process sends unpaced: the 429s of this first stretch are the start's, not the probes'.
 START_SECONDS = 2.0
+# The processes' profiles count each one's successes per second in slices this long.
+PROFILE_SLICE = 10.0
 
 TARGET_CUSTOMER_LIMIT = 1.25
 TARGET_SPREAD = 1.5
@@ -66,17 +74,45 @@ class LimitedRun:
     requests: int
     throttled: int
     failed: str | None
-    limited_timeline: list[tuple[float, int | None]]
-    """The limited customer's requests: seconds after the run's first request, status."""
+    limited_timeline: list[Arrival]
+    """The limited customer's requests."""
 
     @property
     def limited_span(self) -> str:
         """When the limited customer's first and last requests arrived, and how many of them were 429s."""
-        moments = [moment for moment, _ in self.limited_timeline]
-        refused = sum(status == 429 for _, status in self.limited_timeline)
-        if not moments:
+        if not self.limited_timeline:
             return ""
-        return f"{moments[0]:.1f}-{moments[-1]:.1f} s ({len(moments)} requests, {refused} 429s)"
+        first, last = self.limited_timeline[0].seconds, self.limited_timeline[-1].seconds
+        refused = sum(arrival.status == 429 for arrival in self.limited_timeline)
+        return f"{first:.1f}-{last:.1f} s ({len(self.limited_timeline)} requests, {refused} 429s)"
+
+
+@dataclass(frozen=True)
+class ProcessProfile:
+    """What the simulator received from one of the processes sharing a budget."""
+
+    wall: float
+    """As the process measured it, from its own start."""
+    arrivals: list[Arrival]
+
+    @property
+    def first(self) -> float:
+        return self.arrivals[0].seconds if self.arrivals else 0.0
+
+    @property
+    def last(self) -> float:
+        return self.arrivals[-1].seconds if self.arrivals else 0.0
+
+    def throttled(self, before: float = float("inf"), after: float = 0.0) -> int:
+        return sum(arrival.status == 429 and after <= arrival.seconds < before for arrival in self.arrivals)
+
+    def rates(self, end: float) -> list[float]:
+        """Its successes per second in each :data:`PROFILE_SLICE` seconds from the first request to ``end``."""
+        slices = [0] * (int(end // PROFILE_SLICE) + 1)
+        for arrival in self.arrivals:
+            if arrival.status != 429:
+                slices[int(arrival.seconds // PROFILE_SLICE)] += 1
+        return [count / PROFILE_SLICE for count in slices]
 
 
 @dataclass(frozen=True)
@@ -88,9 +124,17 @@ class SharedRun:
     walls: list[float]
     requests: int
     throttled: int
-    throttled_at_start: int
-    """429s answered in the first :data:`START_SECONDS`, while every process still sends unpaced."""
+    profiles: list[ProcessProfile]
     failed: str | None
+    spreads: tuple[float, ...] = ()
+    """The spread of every run of the case, when it ran more than once (this one is the median)."""
+    cap: float | None = None
+    """Each process's own cap (``task_requests_per_second``), when the budget is split by hand."""
+
+    @property
+    def throttled_at_start(self) -> int:
+        """429s answered in the first :data:`START_SECONDS`, while every process still sends unpaced."""
+        return sum(profile.throttled(before=START_SECONDS) for profile in self.profiles)
 
     @property
     def floor(self) -> float:
@@ -137,13 +181,15 @@ def _customer_limited(home: Path, packages: dict[str, Path]) -> list[LimitedRun]
                         stats["requests"],
                         stats["throttled"],
                         result.get("failed"),
-                        sim.timeline(limited_id),
+                        [arrival for arrival in sim.timeline() if arrival.customer_id == limited_id],
                     )
                 )
     return runs
 
 
-def _shared(home: Path, package: Path, version: str, identical: int, extra: int) -> SharedRun:
+def _shared(
+    home: Path, package: Path, version: str, identical: int, extra: int, *, cap: float | None = None
+) -> SharedRun:
     options = [
         "--customers",
         str(MANY_CUSTOMERS),
@@ -159,13 +205,16 @@ def _shared(home: Path, package: Path, version: str, identical: int, extra: int)
         each = IDENTICAL_CUSTOMERS if extra else len(ids) // identical
         sizes = [each] * identical + ([extra] if extra else [])
         children = []
+        batches = []
         offset = 0
         for index, size in enumerate(sizes):
+            batches.append(set(ids[offset : offset + size]))
             batch = home / f"batch-{index}.json"
             batch.write_text(json.dumps(ids[offset : offset + size]))
             offset += size
             args = ["operator", "--url", sim.url, "--token", sim.token, "--out", str(home)]
             args += ["--customers-file", str(batch), "--name", f"batch-{index}"]
+            args += [] if cap is None else ["--task-requests-per-second", str(cap)]
             children.append(
                 subprocess.Popen(
                     [sys.executable, "-m", "tests.benchmarks.fetch_paths", *args],
@@ -180,7 +229,14 @@ def _shared(home: Path, package: Path, version: str, identical: int, extra: int)
             for child in children
         ]
         stats = sim.stats()
+        timeline = sim.timeline()
     label = f"{identical} identical + 1 quarter" if extra else f"{identical} identical"
+    if cap is not None:
+        label += f", each capped at {cap:g} request/s"
+    profiles = [
+        ProcessProfile(result["seconds"], [arrival for arrival in timeline if arrival.customer_id in batch])
+        for result, batch in zip(results, batches, strict=True)
+    ]
     return SharedRun(
         version,
         label,
@@ -189,8 +245,9 @@ def _shared(home: Path, package: Path, version: str, identical: int, extra: int)
         [result["seconds"] for result in results],
         stats["requests"],
         stats["throttled"],
-        sum(moment < START_SECONDS for moment in stats["throttled_after"]),
+        profiles,
         next((result["failed"] for result in results if "failed" in result), None),
+        cap=cap,
     )
 
 
@@ -203,9 +260,24 @@ def run() -> tuple[list[str], list[tuple[str, str, bool]]]:
         shared = []
         for identical, extra in MIXES:
             for version, package in packages.items():
-                progress(f"{identical} processes{' and a quarter' if extra else ''}, {version}")
-                shared.append(_shared(home, package, version, identical, extra))
+                runs = []
+                for attempt in range(RUNS[version]):
+                    progress(
+                        f"{identical} processes{' and a quarter' if extra else ''}, {version} ({attempt + 1})"
+                    )
+                    runs.append(_shared(home, package, version, identical, extra))
+                shared.append(_median(runs))
+        progress(f"{CAPPED_PROCESSES} processes capped by hand, this version")
+        split = SHARED_RATE / CAPPED_PROCESSES
+        shared.append(_shared(home, REPO_ROOT, "this version", CAPPED_PROCESSES, 0, cap=split))
     return section(limited, shared), targets(limited, shared)
+
+
+def _median(runs: list[SharedRun]) -> SharedRun:
+    """The run of the median spread, with every run's spread."""
+    ordered = sorted(runs, key=lambda run: run.spread)
+    median = ordered[len(ordered) // 2]
+    return median if len(runs) == 1 else replace(median, spreads=tuple(run.spread for run in ordered))
 
 
 def _limited_pair(runs: list[LimitedRun], version: str) -> tuple[LimitedRun, LimitedRun]:
@@ -246,11 +318,13 @@ def section(limited: list[LimitedRun], shared: list[SharedRun]) -> list[str]:
     for case in shared:
         walls = ", ".join(f"{wall:.0f}" for wall in case.walls)
         outcome = f"FAILED: {case.failed[:80]}" if case.failed else walls
+        runs = f" (runs: {', '.join(f'{spread:.2f}x' for spread in case.spreads)})" if case.spreads else ""
         lines.append(
-            f"| {case.version} | {case.label} | {outcome} | {case.spread:.2f}x | {case.together:.2f}x "
+            f"| {case.version} | {case.label} | {outcome} | {case.spread:.2f}x{runs} | {case.together:.2f}x "
             f"(floor {case.floor:.0f} s) | {case.requests:,} | {case.throttled:,} ({case.share:.0%}) | "
             f"{case.throttled_at_start:,} |"
         )
+    lines += profile(shared)
     lines += [
         "",
         "The limited customer is the middle one of the fetch order (its requests: when the first and the last "
@@ -259,10 +333,38 @@ def section(limited: list[LimitedRun], shared: list[SharedRun]) -> list[str]:
         "of all the processes / budget (a 429 spends no budget), counted by the simulator. Identical "
         f"processes have {IDENTICAL_CUSTOMERS} customers each, the quarter {IDENTICAL_CUSTOMERS // 4}; in the "
         f"4 and 8 cases {MANY_CUSTOMERS} customers are split evenly; the 429s of the first {START_SECONDS:g} s "
-        "are those of the start, when every process still sends unpaced. `before` is commit "
+        "are those of the start, when every process still sends unpaced. This version's shared cases ran "
+        f"{RUNS['this version']} times each: the row (and the profile) is the run of the median spread, the "
+        "spreads of all of them in brackets; `before` ran once. The capped row splits the budget by hand "
+        f"instead: each of its {CAPPED_PROCESSES} processes has `task_requests_per_second` = "
+        f"{SHARED_RATE:g} / {CAPPED_PROCESSES}; it is not one of the targets. `before` is commit "
         f"`{BASELINE_COMMIT[:7]}`: every 429 paused the account and cut its rate, which then grew back by "
         "a few percent per success.",
     ]
+    return lines
+
+
+def profile(shared: list[SharedRun]) -> list[str]:
+    """Each process of this version's shared runs: what the simulator received from it, over time."""
+    lines = [
+        "",
+        "Each process of this version, as the simulator received its requests (seconds after the first request "
+        f"of all; successes per second in each {PROFILE_SLICE:g} s from then):",
+        "",
+        f"| processes | process | wall (s) | first-last request (s) | 429s in the first {START_SECONDS:g} s | "
+        f"429s after | successes/s, each {PROFILE_SLICE:g} s |",
+        "|---|---:|---:|---|---:|---:|---|",
+    ]
+    for case in shared:
+        if case.version != "this version":
+            continue
+        end = max(process.last for process in case.profiles)
+        for index, process in enumerate(case.profiles):
+            rates = " ".join(f"{rate:.1f}" for rate in process.rates(end))
+            lines.append(
+                f"| {case.label} | {index + 1} | {process.wall:.0f} | {process.first:.1f}-{process.last:.1f} | "
+                f"{process.throttled(before=START_SECONDS)} | {process.throttled(after=START_SECONDS)} | {rates} |"
+            )
     return lines
 
 
@@ -279,7 +381,7 @@ def targets(limited: list[LimitedRun], shared: list[SharedRun]) -> list[tuple[st
         )
     ]
     for run in shared:
-        if run.version != "this version":
+        if run.version != "this version" or run.cap is not None:
             continue
         bound = TARGET_TOGETHER_MANY if run.processes > 4 else TARGET_TOGETHER
         met = (

@@ -3,12 +3,11 @@
 ``python -m tests.benchmarks.simulator_process --customers 1000 --latency-ms 50`` prints one JSON line
 with the URL, then answers commands on stdin, one per line, each with one JSON line on stdout:
 
-- ``stats``: requests received since the last reset, by endpoint and by status, the 429s of the rate limit (and
-  when each arrived, in seconds after the first request), the answers of each injected transport fault, and
-  the most handled at once;
+- ``stats``: requests received since the last reset, by endpoint and by status, the 429s of the rate limit, the
+  answers of each injected transport fault, and the most handled at once;
 - ``reset``: forget the logged requests;
-- ``timeline CUSTOMER_ID``: when each request for that customer arrived (seconds after the first request) and
-  its status;
+- ``timeline``: every request since the last reset: when it arrived (seconds after the first request), the
+  customer it was for (none for the listing) and its status;
 - ``customers``: the active customer ids, in listing order (without a request, so outside any rate limit);
 - ``model SOURCE FIRST_DAY END_DAY``: the simulator's own model of the days ``[FIRST_DAY, END_DAY)``
   for ``costs`` or ``invoice_breakdowns``: each customer billed on some of them, with those days and
@@ -31,7 +30,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 from airflow_provider_metronome.testing import DEFAULT_TOKEN, MetronomeSimulator, RateLimit
 from airflow_provider_metronome.testing.__main__ import FAULT_FORM, customer_spec, fault_argument
@@ -42,11 +41,19 @@ from airflow_provider_metronome.testing.arguments import (
     customer_rate_limit,
     gateway_timeout,
 )
-from airflow_provider_metronome.testing.request_log import RequestRecord
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FROZEN_NOW = "2024-02-01T00:00:00+00:00"
 _SOURCES: dict[str, BilledSource] = {"costs": "costs", "invoice_breakdowns": "invoice_breakdowns"}
+
+
+class Arrival(NamedTuple):
+    """One request the simulator received (see the ``timeline`` command)."""
+
+    seconds: float
+    """After the first request since the last reset."""
+    customer_id: str | None
+    status: int | None
 
 
 def _endpoint(path: str) -> str:
@@ -55,35 +62,31 @@ def _endpoint(path: str) -> str:
     return path.rsplit("/", 1)[-1] if path.startswith("/v1/customers/") else "other"
 
 
-def _first_arrival(records: Sequence[RequestRecord]) -> float:
-    """When the first of ``records`` arrived: the zero of the seconds the commands report."""
-    return min((record.started_at for record in records), default=0.0)
-
-
 def _stats(sim: MetronomeSimulator) -> dict[str, Any]:
     records = sim.requests
-    first = _first_arrival(records)
     return {
         "requests": len(records),
         "by_endpoint": dict(Counter(_endpoint(record.path) for record in records)),
         "by_status": dict(Counter(str(record.status) for record in records if record.status is not None)),
         "unauthorized": sum(not record.authorized for record in records),
         "throttled": sim.throttled_count,
-        "throttled_after": [round(record.started_at - first, 3) for record in records if record.throttled],
         "faults": dict(Counter(record.fault for record in records if record.fault is not None)),
         "max_in_flight": sim.max_in_flight,
     }
 
 
-def _timeline(sim: MetronomeSimulator, customer_id: str) -> dict[str, Any]:
-    """The ``timeline`` command: when each request for ``customer_id`` arrived, and its status."""
+def _customer_of(path: str) -> str | None:
+    return path.split("/")[3] if path.startswith("/v1/customers/") else None
+
+
+def _timeline(sim: MetronomeSimulator) -> dict[str, Any]:
+    """The ``timeline`` command: when each request arrived, the customer it was for, and its status."""
     records = sim.requests
-    first = _first_arrival(records)
+    first = min((record.started_at for record in records), default=0.0)
     return {
         "requests": [
-            [round(record.started_at - first, 3), record.status]
+            [round(record.started_at - first, 3), _customer_of(record.path), record.status]
             for record in records
-            if record.path.startswith(f"/v1/customers/{customer_id}/")
         ]
     }
 
@@ -195,8 +198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print("{}", flush=True)
             elif command == "customers":
                 print(json.dumps({"ids": sim.active_customer_ids}), flush=True)
-            elif command.startswith("timeline ") and len(command.split()) == 2:
-                print(json.dumps(_timeline(sim, command.split()[1])), flush=True)
+            elif command == "timeline":
+                print(json.dumps(_timeline(sim)), flush=True)
             elif command.startswith("model ") and len(command.split()) == 4:
                 print(json.dumps(_model(sim, *command.split()[1:])), flush=True)
             else:
@@ -256,9 +259,9 @@ class SimulatorProcess:
         ids: list[str] = self._command("customers")["ids"]
         return ids
 
-    def timeline(self, customer_id: str) -> list[tuple[float, int | None]]:
-        """Each request for ``customer_id`` since the last :meth:`reset`: seconds after the first request, status."""
-        return [(moment, status) for moment, status in self._command(f"timeline {customer_id}")["requests"]]
+    def timeline(self) -> list[Arrival]:
+        """Every request since the last :meth:`reset`, in the order they arrived."""
+        return [Arrival(*request) for request in self._command("timeline")["requests"]]
 
     def model(self, source: str, first_day: dt.date, end_day: dt.date) -> dict[str, Any]:
         """The simulator's own model of ``[first_day, end_day)`` for ``source`` (see the ``model`` command)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
 import time
@@ -13,7 +14,7 @@ from pytest_mock import MockerFixture
 
 from airflow_provider_metronome.exceptions import MetronomeRateLimitError, MetronomeTransientError
 from airflow_provider_metronome.hooks.metronome import MetronomeHook
-from airflow_provider_metronome.hooks.rate import RateController
+from airflow_provider_metronome.hooks.rate import RateController, WaitCancelled, stop_waiting_on
 from airflow_provider_metronome.hooks.retry import RetryPolicy
 from airflow_provider_metronome.testing import DEFAULT_TOKEN, Fault, MetronomeSimulator, RateLimit
 from airflow_provider_metronome.testing.rate_limit import RateLimiter
@@ -83,6 +84,61 @@ def test_a_429_cuts_the_rate_below_what_succeeded_and_pauses_everyone() -> None:
     started = [rate.acquire() for _ in range(5)]
     gaps = [later - earlier for earlier, later in itertools.pairwise(started)]
     assert all(gap >= 1 / paced - 1e-9 for gap in gaps)
+
+
+def test_one_unlucky_measure_does_not_crush_the_rate() -> None:
+    # Sharing a budget, a process can get few of its first requests in by luck alone: one cut must not
+    # take it to a fraction of what identical processes keep.
+    clock = FakeClock()
+    rate = controller(clock)
+    for index in range(20):  # 10 requests a second for two seconds, only two of them succeeding
+        sent = rate.acquire()
+        if index % 10 == 0:
+            rate.on_success()
+        clock.now += 0.1
+    rate.on_throttled(sent, requested_wait=None)
+    first = current(rate)
+    assert first >= 0.7 * 10  # a little below what was sent, not the 1/s that got in
+
+    clock.now += 1.0
+    rate.on_throttled(rate.acquire(), requested_wait=None)
+
+    assert current(rate) < first  # each 429 sent since the last cut takes off more
+
+
+def start_senders(
+    rate: RateController, count: int, until: threading.Event | None = None
+) -> tuple[list[threading.Thread], list[float]]:
+    """``count`` threads, each taking one start (or every start it can until ``until`` is set); their starts."""
+    starts: list[float] = []
+    lock = threading.Lock()
+
+    def send() -> None:
+        with stop_waiting_on(until or threading.Event()), contextlib.suppress(WaitCancelled):
+            while True:
+                started = rate.acquire()
+                with lock:
+                    starts.append(started)
+                if until is None:
+                    return
+
+    senders = [threading.Thread(target=send) for _ in range(count)]
+    for sender in senders:
+        sender.start()
+    return senders, starts
+
+
+def test_requests_already_waiting_follow_a_rate_changed_meanwhile() -> None:
+    rate = RateController(max_rate=20.0)  # real threads on the real clock: four requests waiting at once
+    rate.acquire()
+    senders, starts = start_senders(rate, 4)
+    rate.configure(max_rate=4.0, give_up_after=60.0)  # e.g. a cut: every waiting request is paced anew
+    for sender in senders:
+        sender.join(timeout=30)
+
+    # Reserved at 20 requests/s they would all have started within 0.2 s; at 4/s, at least two
+    # intervals of 0.25 s pass between the first and the last of them.
+    assert max(starts) - min(starts) >= 0.5 - 1e-3
 
 
 def test_a_requested_wait_pauses_every_sender_for_that_long() -> None:
@@ -289,6 +345,18 @@ def test_a_freed_share_is_taken_up_within_seconds() -> None:
     assert current(rate) >= 8.0
 
 
+def test_a_share_cut_to_the_slowest_rate_regrows_in_seconds_too() -> None:
+    # Paced at one request every two seconds, its successes come two seconds apart: every second of
+    # them counts towards regrowing, not one second per success.
+    clock = FakeClock()
+    rate = throttled_at(clock, 0.5)
+    assert current(rate) <= 0.5
+
+    succeed_for(clock, rate, 12.0, every=0.0)
+
+    assert current(rate) >= 8.0
+
+
 def test_a_small_share_gains_more_than_a_large_one_so_shares_converge() -> None:
     small_clock, large_clock = FakeClock(), FakeClock()
     small, large = throttled_at(small_clock, 1), throttled_at(large_clock, 4)
@@ -408,3 +476,25 @@ def test_a_held_back_customer_is_spaced_close_to_what_its_own_limit_allows() -> 
     assert rate.snapshot().throttled <= len(allowed) // 2
     # The account was never paced for it.
     assert rate.snapshot().rate is None
+
+
+def others_started_before_its_turn(rate: RateController, wait: float) -> int:
+    """Six workers of other customers take every start they can while a held-back customer waits ``wait``:
+    how many of them start after its time has come and before it does."""
+    done = threading.Event()
+    senders, starts = start_senders(rate, 6, until=done)
+    sent = rate.acquire()
+    due = time.monotonic() + wait
+    rate.on_throttled(sent, requested_wait=wait, customer="busy")
+    started = rate.acquire("busy")
+    done.set()
+    for sender in senders:
+        sender.join(timeout=30)
+    return sum(due <= other < started for other in starts)
+
+
+def test_a_held_back_customer_takes_the_account_s_next_start_once_its_time_comes() -> None:
+    rate = RateController(max_rate=10.0)  # real threads on the real clock
+    # Racing six others for each start, it would wait for several of them; it waits at most for the
+    # start already due when its own time came.
+    assert all(others_started_before_its_turn(rate, wait=0.3) <= 2 for _ in range(4))
