@@ -21,9 +21,9 @@ spirit of the AWS SDKs' adaptive retry mode and TCP's AIMD:
   start ahead of other customers' requests; the account's pace and rate stay as they are;
 - after a cut the rate grows with the seconds of successes, not their number (every second of them,
   however slow the pacing): back to where it was throttled in a few seconds, then on by the same
-  requests/s per second in every process, faster the longer nothing is throttled. Unequal shares of processes sharing a budget therefore move towards
-  each other (the cuts are in proportion, the growth is not), and a share another process leaves is
-  taken up within seconds;
+  requests/s per second in every process, faster the longer nothing is throttled. Unequal shares of
+  processes sharing a budget therefore move towards each other (the cuts are in proportion, the
+  growth is not), and a share another process leaves is taken up within seconds;
   the controller goes back to unpaced once it has grown far past anything throttled;
 - a known budget (the connection's ``requests_per_second``) is a ceiling it never exceeds.
 """
@@ -259,10 +259,12 @@ class RateController:
                     if wait <= 0:
                         return self._start(customer)
                 self._wait(wait, stop)
-        finally:
+        except BaseException:
+            # A wait given up holds no start for the others (a start taken released it already).
             if customer is not None:
                 with self._lock:
                     self._due.discard(customer)
+            raise
 
     def _wait_before_start(self, customer: str | None) -> float:
         """How long until a request for ``customer`` may start (0 or less: now).

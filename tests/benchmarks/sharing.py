@@ -208,9 +208,10 @@ def _shared(
         batches = []
         offset = 0
         for index, size in enumerate(sizes):
-            batches.append(set(ids[offset : offset + size]))
+            batch_ids = ids[offset : offset + size]
+            batches.append(set(batch_ids))
             batch = home / f"batch-{index}.json"
-            batch.write_text(json.dumps(ids[offset : offset + size]))
+            batch.write_text(json.dumps(batch_ids))
             offset += size
             args = ["operator", "--url", sim.url, "--token", sim.token, "--out", str(home)]
             args += ["--customers-file", str(batch), "--name", f"batch-{index}"]
