@@ -316,6 +316,7 @@ class MetronomeHook(BaseHook):
                     session, url, params, connect_timeout=settings.connect_timeout, timeout=settings.timeout
                 )
             except AttemptFailed as failure:
+                self.rate_controller.on_failure()
                 if not failure.retryable:
                     error = MetronomeResponseError if failure.malformed else MetronomeAPIError
                     raise error(self._scrub(failure.cause), method="GET", path=path) from None
@@ -334,6 +335,8 @@ class MetronomeHook(BaseHook):
             if verdict is Verdict.THROTTLED:
                 self._on_throttled(path, response, sent_at, first_sent, customer)
                 continue
+            if verdict is Verdict.RETRY or response.is_redirect or response.status_code >= 400:
+                self.rate_controller.on_failure()
             if verdict is Verdict.RETRY:
                 failures = self._count_failure(path, failures, response, f"HTTP {response.status_code}")
                 continue

@@ -5,13 +5,16 @@ and answers a bare 429 beyond it. Every hook on the same connection and base URL
 operator's workers, the sensor's and the trigger's checks) shares one :class:`RateController`, in the
 spirit of the AWS SDKs' adaptive retry mode and TCP's AIMD:
 
-- until the first 429 it adds no delay at all;
+- until the first 429 it adds no delay but TCP's slow start: at first two requests at once, then two
+  more for every answer, so that in a few round trips every worker is busy, and processes that start
+  together meet the limit with a few requests each in flight rather than all their workers (a start
+  waits at most a tenth of a second for it: a slow answer holds no one back for longer);
 - a 429 of the account's limit (``X-Metronome-Rate-Limit-Type: client``, or none) pauses every sender
   (for the server's ``Retry-After`` when it gives one, else one request interval, doubling while rounds
-  of 429s follow one another, briefly) and cuts the rate to 90 % of the rate that actually succeeded per
-  second of sending over the last seconds (75 % when that is clearly less than the time before: another
-  process is taking a bigger share), once per round of requests, and never below 80 % of the rate it
-  was sending at: a few seconds' successes are luck when processes share a budget;
+  of 429s follow one another, up to a second) and cuts the rate to 70 % of the rate that actually
+  succeeded per second of sending over the last seconds (55 % when that is clearly less than the time
+  before: another process is taking a bigger share), once per round of requests, and never below 60 % of
+  the rate it was sending at: a few seconds' successes are luck when processes share a budget;
 - a request waiting for its turn is paced afresh at every look, from the latest start and the current
   rate: none holds a start reserved at an older rate, so a cut or a regrown rate applies to every
   waiting request at once;
@@ -20,10 +23,10 @@ spirit of the AWS SDKs' adaptive retry mode and TCP's AIMD:
   between the spacings refused and allowed), and, once its time has come, taking the account's next
   start ahead of other customers' requests; the account's pace and rate stay as they are;
 - after a cut the rate grows with the seconds of successes, not their number (every second of them,
-  however slow the pacing): back to where it was throttled in a few seconds, then on by the same
+  however slow the pacing): back to where it was throttled in twelve seconds, then on by the same
   requests/s per second in every process, faster the longer nothing is throttled. Unequal shares of
   processes sharing a budget therefore move towards each other (the cuts are in proportion, the
-  growth is not), and a share another process leaves is taken up within seconds;
+  growth is not), and a share another process leaves is taken up in seconds (twenty at most);
   the controller goes back to unpaced once it has grown far past anything throttled;
 - a known budget (the connection's ``requests_per_second``) is a ceiling it never exceeds.
 """
@@ -39,30 +42,30 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-CUT_FACTOR = 0.9
+CUT_FACTOR = 0.7
 # One cut takes the rate at most this far below its current rate, whatever was measured: a few
 # seconds' successes are luck when processes share a budget (who got the first requests in), and
 # processes with the same work come down together instead of keeping the shares of their first second.
-MEASURED_AT_LEAST = 0.8
+MEASURED_AT_LEAST = 0.6
 # Throttled at less than this share of the rate it was throttled at the time before, a process is
 # losing ground to another one that takes a bigger share...
 LOSING_BELOW = 0.95
 # ...and is cut deeper, coming back to a little less than before: the bigger share yields sooner.
-LOSING_CUT_FACTOR = 0.75
+LOSING_CUT_FACTOR = 0.55
 # One request every two seconds: lower, a budget that frees up again takes minutes to regain.
 MIN_RATE = 0.5
 # After a cut the rate regrows to the rate it was throttled at in this many seconds of successes,
 # whatever the rate: every process sharing a budget comes back at the same pace, and probes it again
-# only this rarely, so a few processes together do not turn most of their requests into 429s.
-REGROW_SECONDS = 6.0
+# only this rarely, so that eight processes together keep their 429s near a tenth of their requests.
+REGROW_SECONDS = 12.0
 # Past that rate, the probe for more adds this many requests/s per second squared: the same for
 # every process whatever its rate, so that unequal shares converge (a probe in proportion to the rate
 # would keep their ratio), and accelerating, so that a share another process left is taken up within
 # seconds.
-PROBE_ACCELERATION = 0.4
+PROBE_ACCELERATION = 0.2
 # Every second of successes adds this many requests/s besides, the same for every process: the
 # additive increase that makes unequal shares converge (cuts are in proportion to the rate).
-ADDITIVE_STEP = 0.15
+ADDITIVE_STEP = 0.05
 # A pause between successes (an idle account) counts at most this long towards regrowing, or two
 # request intervals when paced slower than that.
 MAX_GROWTH_STEP = 1.0
@@ -73,7 +76,16 @@ MEASURE_SECONDS = 5.0
 MAX_PAUSE = 8.0
 # A pause of its own (no Retry-After) doubles up to this: longer, a process sharing the budget with
 # others hands them its share while it waits, and the cut rate already keeps the rest away.
-MAX_BACKOFF_PAUSE = 0.5
+MAX_BACKOFF_PAUSE = 1.0
+# Until the first 429 of the account's limit (with no known budget), requests in flight at once start
+# at this many and grow by this many for every answer (TCP's slow start: a few round trips to reach
+# any number of workers)...
+START_WINDOW = 2
+WINDOW_GROWTH = 2
+# ...and a start waits at most this long after the latest one for the window to open, looking again
+# this often: a slow answer does not hold the other workers back for longer.
+WINDOW_PATIENCE = 0.1
+WINDOW_LOOK_EVERY = 0.005
 # A customer's first 429 of its own limit holds its requests back this long after it (then doubling,
 # from that first 429, until one succeeds).
 CUSTOMER_FIRST_BACKOFF = 0.25
@@ -227,6 +239,10 @@ class RateController:
         self._customers: dict[str, _CustomerBackoff] = {}
         # Held-back customers whose time has come, waiting for the account's next start.
         self._due: set[str] = set()
+        # TCP's slow start, until the account's first 429: requests in flight, and answers so far.
+        self._slow_start = True
+        self._in_flight = 0
+        self._answers = 0
         self.throttled = 0
 
     def configure(self, max_rate: float | None, give_up_after: float) -> None:
@@ -275,6 +291,8 @@ class RateController:
         now = self._clock()
         if now < self._paused_until:
             return self._paused_until - now
+        if self._window_full(now):
+            return min(self._last_start + WINDOW_PATIENCE - now, WINDOW_LOOK_EVERY)
         interval = 0.0 if self._rate is None else 1.0 / self._rate
         wait = self._last_start + interval - now
         backoff = None if customer is None else self._customers.get(customer)
@@ -292,9 +310,17 @@ class RateController:
             return max(wait, 0.0) + interval
         return wait
 
+    def _window_full(self, now: float) -> bool:
+        """Whether slow start keeps a request from starting now (the window is full, patience not spent)."""
+        if not (self._slow_start and self.adaptive and self.max_rate is None):
+            return False
+        window = START_WINDOW + WINDOW_GROWTH * self._answers
+        return self._in_flight >= window and now < self._last_start + WINDOW_PATIENCE
+
     def _start(self, customer: str | None) -> float:
         now = self._clock()
         self._last_start = now
+        self._in_flight += 1
         backoff = None if customer is None else self._customers.get(customer)
         if backoff is not None:
             backoff.reserve(now)
@@ -315,6 +341,7 @@ class RateController:
         if not self.adaptive:
             return
         with self._lock:
+            self._answered()
             now = self._clock()
             self._last_success = now
             self._streak = 0
@@ -332,6 +359,15 @@ class RateController:
                 self._rate = min(grown, self.max_rate)
             else:
                 self._rate = None if grown > UNPACED_ABOVE else grown
+
+    def on_failure(self) -> None:
+        """A request ended without a success or a 429: an error answer, or none at all."""
+        with self._lock:
+            self._answered()
+
+    def _answered(self) -> None:
+        self._in_flight = max(self._in_flight - 1, 0)
+        self._answers += 1
 
     def _regrown(self, seconds: float) -> float:
         """The rate ``seconds`` of successes after the last cut."""
@@ -361,6 +397,7 @@ class RateController:
         with self._lock:
             now = self._clock()
             self.throttled += 1
+            self._in_flight = max(self._in_flight - 1, 0)
             if customer is not None:
                 backoff = self._customers.setdefault(
                     customer, _CustomerBackoff(since=now, anchor=sent_at, not_before=now)
@@ -370,6 +407,7 @@ class RateController:
                     # The server knows when it will take one again; the spacing learnt is for later.
                     backoff.not_before = now + min(requested_wait, MAX_PAUSE)
                 return
+            self._slow_start = False
             # Requests already in flight when the rate was cut say nothing about the new rate, nor
             # about how long to pause.
             if sent_at >= self._last_cut:

@@ -50,7 +50,8 @@ RUNS = {"this version": 3, "before": 1}
 # a known budget gives, beside what adapting to 429s gives.
 CAPPED_PROCESSES = 8
 
-# Until its first 429 a process sends unpaced: the 429s of this first stretch are the start's, not the probes'.
+# Until its first 429 a process is in its slow start: the 429s of this first stretch are the start's,
+# not the probes'.
 START_SECONDS = 2.0
 # The processes' profiles count each one's successes per second in slices this long.
 PROFILE_SLICE = 10.0
@@ -133,7 +134,7 @@ class SharedRun:
 
     @property
     def throttled_at_start(self) -> int:
-        """429s answered in the first :data:`START_SECONDS`, while every process still sends unpaced."""
+        """429s answered in the first :data:`START_SECONDS`, while every process is still in its slow start."""
         return sum(profile.throttled(before=START_SECONDS) for profile in self.profiles)
 
     @property
@@ -334,8 +335,8 @@ def section(limited: list[LimitedRun], shared: list[SharedRun]) -> list[str]:
         "of all the processes / budget (a 429 spends no budget), counted by the simulator. Identical "
         f"processes have {IDENTICAL_CUSTOMERS} customers each, the quarter {IDENTICAL_CUSTOMERS // 4}; in the "
         f"4 and 8 cases {MANY_CUSTOMERS} customers are split evenly; the 429s of the first {START_SECONDS:g} s "
-        "are those of the start, when every process still sends unpaced. This version's shared cases ran "
-        f"{RUNS['this version']} times each: the row (and the profile) is the run of the median spread, the "
+        "are those of the start, when every process is still in its slow start (unpaced). This version's "
+        f"shared cases ran {RUNS['this version']} times each: the row (and the profile) is the run of the median spread, the "
         "spreads of all of them in brackets; `before` ran once. The capped row splits the budget by hand "
         f"instead: each of its {CAPPED_PROCESSES} processes has `task_requests_per_second` = "
         f"{SHARED_RATE:g} / {CAPPED_PROCESSES}; it is not one of the targets. `before` is commit "
