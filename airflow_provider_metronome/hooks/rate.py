@@ -11,9 +11,9 @@ spirit of the AWS SDKs' adaptive retry mode and TCP's AIMD:
   waits at most a tenth of a second for it: a slow answer holds no one back for longer);
 - a 429 of the account's limit (``X-Metronome-Rate-Limit-Type: client``, or none) pauses every sender
   (for the server's ``Retry-After`` when it gives one, else one request interval, doubling while rounds
-  of 429s follow one another, up to a second) and cuts the rate to 70 % of the rate that actually
-  succeeded per second of sending over the last seconds (55 % when that is clearly less than the time
-  before: another process is taking a bigger share), once per round of requests, and never below 60 % of
+  of 429s follow one another, up to 0.75 s) and cuts the rate to 80 % of the rate that actually
+  succeeded per second of sending over the last seconds (65 % when that is clearly less than the time
+  before: another process is taking a bigger share), once per round of requests, and never below 70 % of
   the rate it was sending at: a few seconds' successes are luck when processes share a budget;
 - a request waiting for its turn is paced afresh at every look, from the latest start and the current
   rate: none holds a start reserved at an older rate, so a cut or a regrown rate applies to every
@@ -23,10 +23,10 @@ spirit of the AWS SDKs' adaptive retry mode and TCP's AIMD:
   between the spacings refused and allowed), and, once its time has come, taking the account's next
   start ahead of other customers' requests; the account's pace and rate stay as they are;
 - after a cut the rate grows with the seconds of successes, not their number (every second of them,
-  however slow the pacing): back to where it was throttled in twelve seconds, then on by the same
+  however slow the pacing): back to where it was throttled in nine seconds, then on by the same
   requests/s per second in every process, faster the longer nothing is throttled. Unequal shares of
   processes sharing a budget therefore move towards each other (the cuts are in proportion, the
-  growth is not), and a share another process leaves is taken up in seconds (twenty at most);
+  growth is not), and a share another process leaves is taken up in seconds (fifteen at most);
   the controller goes back to unpaced once it has grown far past anything throttled;
 - a known budget (the connection's ``requests_per_second``) is a ceiling it never exceeds.
 """
@@ -42,30 +42,30 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-CUT_FACTOR = 0.7
+CUT_FACTOR = 0.8
 # One cut takes the rate at most this far below its current rate, whatever was measured: a few
 # seconds' successes are luck when processes share a budget (who got the first requests in), and
 # processes with the same work come down together instead of keeping the shares of their first second.
-MEASURED_AT_LEAST = 0.6
+MEASURED_AT_LEAST = 0.7
 # Throttled at less than this share of the rate it was throttled at the time before, a process is
 # losing ground to another one that takes a bigger share...
 LOSING_BELOW = 0.95
 # ...and is cut deeper, coming back to a little less than before: the bigger share yields sooner.
-LOSING_CUT_FACTOR = 0.55
+LOSING_CUT_FACTOR = 0.65
 # One request every two seconds: lower, a budget that frees up again takes minutes to regain.
 MIN_RATE = 0.5
 # After a cut the rate regrows to the rate it was throttled at in this many seconds of successes,
 # whatever the rate: every process sharing a budget comes back at the same pace, and probes it again
-# only this rarely, so that eight processes together keep their 429s near a tenth of their requests.
-REGROW_SECONDS = 12.0
+# only this rarely, so that several processes together keep their 429s near a tenth of their requests.
+REGROW_SECONDS = 9.0
 # Past that rate, the probe for more adds this many requests/s per second squared: the same for
 # every process whatever its rate, so that unequal shares converge (a probe in proportion to the rate
 # would keep their ratio), and accelerating, so that a share another process left is taken up within
 # seconds.
-PROBE_ACCELERATION = 0.2
+PROBE_ACCELERATION = 0.3
 # Every second of successes adds this many requests/s besides, the same for every process: the
 # additive increase that makes unequal shares converge (cuts are in proportion to the rate).
-ADDITIVE_STEP = 0.05
+ADDITIVE_STEP = 0.08
 # A pause between successes (an idle account) counts at most this long towards regrowing, or two
 # request intervals when paced slower than that.
 MAX_GROWTH_STEP = 1.0
@@ -76,7 +76,7 @@ MEASURE_SECONDS = 5.0
 MAX_PAUSE = 8.0
 # A pause of its own (no Retry-After) doubles up to this: longer, a process sharing the budget with
 # others hands them its share while it waits, and the cut rate already keeps the rest away.
-MAX_BACKOFF_PAUSE = 1.0
+MAX_BACKOFF_PAUSE = 0.75
 # Until the first 429 of the account's limit (with no known budget), requests in flight at once start
 # at this many and grow by this many for every answer (TCP's slow start: a few round trips to reach
 # any number of workers)...

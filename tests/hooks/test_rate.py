@@ -119,7 +119,7 @@ def test_a_429_cuts_the_rate_below_what_succeeded_and_pauses_everyone() -> None:
 
     paced = rate.snapshot().rate
     assert paced is not None
-    assert 6.5 <= paced <= 7.5  # 70 % of the ~10/s that succeeded
+    assert 7.5 <= paced <= 8.5  # 80 % of the ~10/s that succeeded
     started = [rate.acquire() for _ in range(5)]
     gaps = [later - earlier for earlier, later in itertools.pairwise(started)]
     assert all(gap >= 1 / paced - 1e-9 for gap in gaps)
@@ -137,7 +137,7 @@ def test_one_unlucky_measure_does_not_crush_the_rate() -> None:
         clock.now += 0.1
     rate.on_throttled(sent, requested_wait=None)
     first = current(rate)
-    assert first >= 0.4 * 10  # below what was sent, not the 1/s that got in
+    assert first >= 0.5 * 10  # below what was sent, not the 1/s that got in
 
     clock.now += 1.0
     rate.on_throttled(rate.acquire(), requested_wait=None)
@@ -405,7 +405,7 @@ def test_a_freed_share_is_taken_up_within_seconds() -> None:
     clock = FakeClock()
     rate = throttled_at(clock, 2)  # one of four processes sharing 8 requests/s
 
-    succeed_for(clock, rate, 18.0, every=0.0)  # the others have finished: nothing is throttled
+    succeed_for(clock, rate, 15.0, every=0.0)  # the others have finished: nothing is throttled
 
     assert current(rate) >= 8.0
 
@@ -417,7 +417,7 @@ def test_a_share_cut_to_the_slowest_rate_regrows_in_seconds_too() -> None:
     rate = throttled_at(clock, 0.5)
     assert current(rate) <= 0.5
 
-    succeed_for(clock, rate, 18.0, every=0.0)
+    succeed_for(clock, rate, 15.0, every=0.0)
 
     assert current(rate) >= 8.0
 
