@@ -335,18 +335,13 @@ class MetronomeHook(BaseHook):
             if verdict is Verdict.THROTTLED:
                 self._on_throttled(path, response, sent_at, first_sent, customer)
                 continue
-            if verdict is Verdict.RETRY or response.is_redirect or response.status_code >= 400:
-                self.rate_controller.on_failure()
             if verdict is Verdict.RETRY:
+                self.rate_controller.on_failure()
                 failures = self._count_failure(path, failures, response, f"HTTP {response.status_code}")
                 continue
-            if response.is_redirect:
-                raise self._redirect_error(response, path)
-            if response.status_code >= 400:
-                message = _error_message(response, self._mask)
-                raise error_for_status(
-                    response.status_code, message, method="GET", path=path, retried=failures > 0
-                )
+            if response.is_redirect or response.status_code >= 400:
+                self.rate_controller.on_failure()
+                raise self._answer_error(response, path, retried=failures > 0)
             self.rate_controller.on_success(customer, sent_at)
             if not read_json:
                 return response, None
@@ -361,6 +356,13 @@ class MetronomeHook(BaseHook):
                 ) from None
             except ValueError:
                 failures = self._count_failure(path, failures, response, _not_json(response, self._mask))
+
+    def _answer_error(self, response: requests.Response, path: str, *, retried: bool) -> MetronomeAPIError:
+        """The error a redirect or a 4xx/5xx answer that is not retried raises."""
+        if response.is_redirect:
+            return self._redirect_error(response, path)
+        message = _error_message(response, self._mask)
+        return error_for_status(response.status_code, message, method="GET", path=path, retried=retried)
 
     def _redirect_error(self, response: requests.Response, path: str) -> MetronomeAPIError:
         """Metronome's API never redirects: a redirect means the host points somewhere else."""

@@ -83,7 +83,8 @@ def test_until_the_first_429_requests_in_flight_grow_like_tcp_slow_start() -> No
     clock = FakeClock()
     rate = controller(clock)
 
-    rate.acquire(), rate.acquire()  # two at once
+    for _ in range(2):  # two at once
+        rate.acquire()
     assert clock.sleeps == []
     third = rate.acquire()  # the window is full: it waits, but no longer than the patience
     assert third == pytest.approx(1000.0 + WINDOW_PATIENCE)
